@@ -1,0 +1,63 @@
+"""The KV tensors themselves: one pool of blocks for all layers, and batched block copies.
+
+Layout ``[layers, 2 (k, v), num_blocks * block_size, kv_heads, head_dim]``: slot s of layer l is
+``pool[l, :, s]``. Keeping every layer in one tensor lets a copy-on-write step copy a block in all
+layers with one indexing operation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from eager_core.model.config import ModelConfig
+
+DEFAULT_CPU_BUDGET = 2 << 30   # bytes; the pool is zero-filled, so it is resident memory
+
+
+def block_bytes(cfg: ModelConfig, dtype: torch.dtype, block_size: int) -> int:
+    """Bytes one block occupies over all layers (keys and values)."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * elem
+
+
+def default_num_blocks(cfg: ModelConfig, dtype: torch.dtype, block_size: int, device: torch.device,
+                       max_tokens: int) -> int:
+    """Size the pool from free memory, capped at what ``max_tokens`` cached tokens can use."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = int(free * 0.5)
+    else:
+        try:
+            with open("/proc/meminfo") as f:
+                info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+            budget = min(int(info.get("MemAvailable", DEFAULT_CPU_BUDGET * 4) * 0.25), DEFAULT_CPU_BUDGET)
+        except OSError:
+            budget = DEFAULT_CPU_BUDGET
+    by_memory = budget // block_bytes(cfg, dtype, block_size)
+    by_need = -(-max_tokens // block_size)
+    return max(1, min(by_memory, by_need))
+
+
+class KVPool:
+    """Owns the cache tensor; the block manager decides which slots a sequence may use."""
+
+    def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
+                 device: torch.device):
+        self.num_blocks, self.block_size = num_blocks, block_size
+        # Zero-filled on purpose: attention pads short contexts with slot 0, and masked-out
+        # positions multiply their values by a probability of 0, which must not meet a NaN.
+        self.kv = torch.zeros(cfg.num_layers, 2, num_blocks * block_size, cfg.num_kv_heads, cfg.head_dim,
+                              dtype=dtype, device=device)
+
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy block src -> dst for every pair, in every layer, in one gather and one scatter."""
+        if not pairs:
+            return
+        bs = self.block_size
+        offsets = torch.arange(bs)
+        src = (torch.tensor([s for s, _ in pairs])[:, None] * bs + offsets).flatten().to(self.kv.device)
+        dst = (torch.tensor([d for _, d in pairs])[:, None] * bs + offsets).flatten().to(self.kv.device)
+        self.kv.index_copy_(2, dst, self.kv.index_select(2, src))
+
+    def nbytes(self) -> int:
+        return self.kv.numel() * self.kv.element_size()

@@ -1,0 +1,165 @@
+"""The public entry point: ``LLM`` loads a checkpoint and serves generate / chat / logits.
+
+Thread safety: one ``LLM`` holds one engine; every public call takes the instance's lock, so calls
+from several threads run one after another and never interleave their steps.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from eager_core.cache.block_manager import BlockManager
+from eager_core.cache.kv_pool import KVPool, default_num_blocks
+from eager_core.engine import Engine, Policy, SamplingPolicy
+from eager_core.errors import ConfigError, RequestError
+from eager_core.io.checkpoint import load_weights, read_config
+from eager_core.io.default_model import default_checkpoint
+from eager_core.io.tokenizer import Tokenizer
+from eager_core.model.config import ModelConfig
+from eager_core.model.transformer import Transformer
+from eager_core.model_runner import ModelRunner
+from eager_core.outputs import RequestOutput, request_output
+from eager_core.sampling_params import SamplingParams
+from eager_core.scheduler import Scheduler
+from eager_core.sequence import Request, Sequence
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class LLM:
+    """Load a Hugging Face checkpoint folder (or the default SmolLM2) onto a paged-KV engine."""
+
+    def __init__(self, ckpt: str | None = None, dtype: str = "float32", device: str = "cpu", block_size: int = 16,
+                 num_kv_blocks: int | None = None, seed: int = 0, max_num_seqs: int = 256,
+                 max_num_batched_tokens: int = 2048, max_model_len: int | None = None):
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ConfigError(f"block_size={block_size!r}: expected a positive integer")
+        if num_kv_blocks is not None and (not isinstance(num_kv_blocks, int) or num_kv_blocks < 1):
+            raise ConfigError(f"num_kv_blocks={num_kv_blocks!r}: expected a positive integer or None")
+        self.ckpt_dir = Path(ckpt) if ckpt is not None else default_checkpoint()
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype]
+        self.config = ModelConfig.from_hf(read_config(self.ckpt_dir), source=str(self.ckpt_dir / "config.json"))
+        self.tokenizer = Tokenizer.from_dir(self.ckpt_dir)
+        self.model = Transformer(self.config, load_weights(self.ckpt_dir), self.dtype, self.device)
+        self.max_model_len = min(max_model_len or self.config.max_position_embeddings,
+                                 self.config.max_position_embeddings)
+        if num_kv_blocks is None:
+            num_kv_blocks = default_num_blocks(self.config, self.dtype, block_size, self.device,
+                                               self.max_model_len * max_num_seqs)
+        self.block_manager = BlockManager(num_kv_blocks, block_size)
+        self.kv_pool = KVPool(self.config, num_kv_blocks, block_size, self.dtype, self.device)
+        self.scheduler = Scheduler(self.block_manager, max_num_seqs, max_num_batched_tokens)
+        self.engine = Engine(ModelRunner(self.model, self.kv_pool, self.block_manager), self.scheduler,
+                             self.tokenizer, self.max_model_len)
+        self._seed_stream = random.Random(seed)
+        self._next_request_id = 0
+        self._lock = threading.RLock()
+        self.last_stats: dict[str, Any] = {}
+
+    # --- generation -------------------------------------------------------------------------------
+
+    def generate(self, prompts: list[str] | str | None = None, params: SamplingParams | None = None,
+                 prompt_token_ids: list[list[int]] | None = None,
+                 on_token: Callable[[Sequence, int], None] | None = None) -> list[RequestOutput]:
+        """Generate for every prompt (text or token ids); outputs come back in prompt order."""
+        params = params or SamplingParams()
+        with self._lock:
+            requests = [self._make_request(p, ids, params) for p, ids in self._prompt_pairs(prompts, prompt_token_ids)]
+            self.run_requests(requests, SamplingPolicy(), on_token)
+            return [request_output(r, self.tokenizer) for r in requests]
+
+    def chat(self, messages: list[dict] | list[list[dict]], params: SamplingParams | None = None,
+             **kwargs: Any) -> list[RequestOutput]:
+        """Apply the checkpoint's chat template to one conversation or a list of them, then generate."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        prompts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True) for c in conversations]
+        params = params or SamplingParams()
+        with self._lock:
+            # The rendered template already holds any BOS it wants: encode without adding more.
+            requests = [self._make_request(p, ids, params)
+                        for p, ids in self._prompt_pairs(prompts, None, add_special_tokens=False)]
+            self.run_requests(requests, SamplingPolicy(), kwargs.get("on_token"))
+            return [request_output(r, self.tokenizer) for r in requests]
+
+    @torch.inference_mode()
+    def logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Float32 logits [len(token_ids), vocab] of every position, by a prefill through the paged cache."""
+        with self._lock:
+            req = self._make_request(None, list(token_ids), SamplingParams(max_tokens=1))
+            seq = req.new_sequence(-1, list(token_ids))
+            chunk, rows = self.scheduler.max_num_batched_tokens, []
+            try:
+                if self.block_manager.blocks_for_write([], 0, len(token_ids)) > self.block_manager.num_free:
+                    raise RequestError(f"logits: {len(token_ids)} tokens do not fit in the free KV pool")
+                while seq.num_computed < len(token_ids):
+                    n = min(chunk, len(token_ids) - seq.num_computed)
+                    logits, _ = self.engine.runner.run([(seq, n)], num_decode=0, all_logits=True)
+                    rows.append(logits)
+            finally:
+                self.block_manager.free(seq.block_table)
+            return torch.cat(rows)
+
+    # --- shared plumbing (also used by the EAGer layer) --------------------------------------------
+
+    def run_requests(self, requests: list[Request], policy: Policy,
+                     on_token: Callable[[Sequence, int], None] | None = None) -> None:
+        """Run requests to completion with one policy; stats land in ``last_stats``.
+
+        On any exception (KeyboardInterrupt included) every block goes back to the pool, so the
+        engine is usable for the next call.
+        """
+        with self._lock:
+            engine = self.engine
+            engine.reset_stats()
+            engine.on_token = on_token
+            try:
+                for req in requests:
+                    engine.add_request(req)
+                    engine.stats["prompt_tokens"] += len(req.prompt_token_ids)
+                engine.run(policy)
+            except BaseException:
+                engine.abort()
+                raise
+            finally:
+                engine.on_token = None
+                engine.requests.clear()
+                self.last_stats = dict(engine.stats)
+
+    def _prompt_pairs(self, prompts: list[str] | str | None, prompt_token_ids: list[list[int]] | None,
+                      add_special_tokens: bool = True) -> list[tuple[str | None, list[int]]]:
+        if prompts is not None and prompt_token_ids is not None:
+            raise RequestError("pass either prompts or prompt_token_ids, not both")
+        if prompts is None and prompt_token_ids is None:
+            raise RequestError("no prompts given: pass prompts=[...] or prompt_token_ids=[[...]]")
+        if prompt_token_ids is not None:
+            return [(None, list(ids)) for ids in prompt_token_ids]
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        pairs = []
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise RequestError(f"prompts[{i}] is a {type(p).__name__}, expected a string")
+            pairs.append((p, self.tokenizer.encode(p, add_special_tokens=add_special_tokens)))
+        return pairs
+
+    def _make_request(self, prompt: str | None, ids: list[int], params: SamplingParams) -> Request:
+        where = f"request {self._next_request_id}"
+        if not ids:
+            raise RequestError(f"{where}: empty prompt (no tokens)")
+        vocab = self.config.vocab_size
+        if any((not isinstance(t, int)) or t < 0 or t >= vocab for t in ids):
+            raise RequestError(f"{where}: prompt token ids must be integers in [0, {vocab})")
+        if len(ids) >= self.max_model_len:
+            raise RequestError(f"{where}: prompt has {len(ids)} tokens, the model's context is {self.max_model_len}")
+        seed = params.seed if params.seed is not None else self._seed_stream.getrandbits(63)
+        req = Request(self._next_request_id, prompt, ids, params, seed)
+        self._next_request_id += 1
+        return req

@@ -1,0 +1,87 @@
+"""Attention over the paged KV cache.
+
+The cache of one layer is a flat array of *slots* ``[num_blocks * block_size, kv_heads, head_dim]``;
+slot ``b * block_size + i`` is position i of physical block b. A sequence's block table maps its
+logical block j (positions j*block_size ...) to a physical block, so position p of a sequence lives
+in slot ``table[p // block_size] * block_size + p % block_size``.
+
+One forward packs the new tokens of every scheduled sequence into one flat batch ``[T, ...]``:
+first one token per *decoding* sequence, then the chunks of *prefilling* sequences. Each layer
+
+1. writes the new keys/values into their slots (``slot_mapping``), and then
+2. reads every sequence's context back through its slots and runs attention.
+
+The read gathers slots into a padded ``[B, C, kv_heads, head_dim]`` tensor. The gather indices are
+computed once per step (``AttentionMetadata``) and shared by all layers, so the per-layer cost is
+one indexed copy of the context plus the attention itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillChunk:
+    """A run of ``num_tokens`` new tokens of one sequence, the last ones of a context of ``context_len``."""
+
+    token_start: int              # offset of the chunk in the packed batch
+    num_tokens: int
+    context_len: int              # tokens in the cache after this step, chunk included
+    context_slots: torch.Tensor   # [context_len] slot of every context position
+
+
+@dataclass
+class AttentionMetadata:
+    """Per-step tensors that say where to write new K/V and what each query may read.
+
+    Invariants: ``slot_mapping`` has one entry per packed token; the first ``num_decode`` tokens are
+    decodes (one query each, reading ``decode_context_lens[i]`` positions through ``decode_slots[i]``);
+    prefill chunks follow, in order, covering the rest of the batch.
+    """
+
+    slot_mapping: torch.Tensor                 # [T] long
+    num_decode: int = 0
+    decode_slots: torch.Tensor | None = None   # [B, C] long, padded with slot 0
+    decode_mask: torch.Tensor | None = None    # [B, 1, 1, C] bool, True where the position exists
+    prefills: list[PrefillChunk] = field(default_factory=list)
+
+
+def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             slot_mapping: torch.Tensor) -> None:
+    """Store the new keys/values [T, kv_heads, head_dim] into their slots."""
+    k_cache.index_copy_(0, slot_mapping, k)
+    v_cache.index_copy_(0, slot_mapping, v)
+
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """Attention of the packed queries q [T, heads, head_dim] over the cache; returns [T, heads, head_dim].
+
+    Keys and values of the current step must already be written (``write_kv``): a query reads its
+    own position from the cache like any other.
+    """
+    out = torch.empty_like(q)
+    nd = meta.num_decode
+    if nd:
+        k = k_cache[meta.decode_slots].transpose(1, 2)   # [B, kvh, C, hd]
+        v = v_cache[meta.decode_slots].transpose(1, 2)
+        o = F.scaled_dot_product_attention(q[:nd].unsqueeze(2), k, v, attn_mask=meta.decode_mask,
+                                           scale=scale, enable_gqa=True)  # [B, heads, 1, hd]
+        out[:nd] = o.squeeze(2)
+    for chunk in meta.prefills:
+        s, n, c = chunk.token_start, chunk.num_tokens, chunk.context_len
+        qc = q[s:s + n].transpose(0, 1).unsqueeze(0)                      # [1, heads, n, hd]
+        k = k_cache[chunk.context_slots].transpose(0, 1).unsqueeze(0)     # [1, kvh, c, hd]
+        v = v_cache[chunk.context_slots].transpose(0, 1).unsqueeze(0)
+        if c == n:   # a fresh prompt: plain causal attention
+            o = F.scaled_dot_product_attention(qc, k, v, is_causal=True, scale=scale, enable_gqa=True)
+        else:        # a chunk after cached context: query i sits at position c - n + i
+            qpos = torch.arange(c - n, c, device=q.device)[:, None]
+            mask = torch.arange(c, device=q.device)[None, :] <= qpos
+            o = F.scaled_dot_product_attention(qc, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+        out[s:s + n] = o[0].transpose(0, 1)
+    return out

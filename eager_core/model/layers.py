@@ -1,0 +1,78 @@
+"""The small building blocks of the decoder: RMSNorm, rotary embeddings, the SwiGLU MLP.
+
+Plain functions over tensors, so the hot path is easy to read and to profile.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight, computed in float32 like the reference implementations.
+
+    The upcast matters in bf16/fp16: the mean of squares over 4k channels loses digits otherwise.
+    """
+    dtype = x.dtype
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embeddings
+# ---------------------------------------------------------------------------------------------
+
+def rope_inv_freq(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
+    """Inverse frequencies (float32, [head_dim/2]) for the rope variants we support.
+
+    - default: theta^(-2i/d)
+    - linear:  default / factor (positions are squeezed by `factor`)
+    - llama3:  long wavelengths are divided by `factor`, short ones kept, the band in between
+               interpolated smoothly (Llama 3.1's context extension).
+    """
+    # float32 like the reference implementation, so greedy tokens match it bit for bit where possible.
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    kind = (scaling or {}).get("rope_type", "default")
+    if kind == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+        old_ctx = scaling.get("original_max_position_embeddings", 8192)
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        interpolated = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = torch.where(wavelen > old_ctx / low, inv_freq / factor,
+                               torch.where(wavelen < old_ctx / high, inv_freq, interpolated))
+    return inv_freq.float()
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [T, head_dim] for the given positions, computed once per forward for all layers."""
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [T, heads, head_dim] by position, with the half-split layout HF checkpoints use."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+# ---------------------------------------------------------------------------------------------
+# MLP
+# ---------------------------------------------------------------------------------------------
+
+def swiglu_mlp(x: torch.Tensor, gate_up_w: torch.Tensor, gate_up_b: torch.Tensor | None,
+               down_w: torch.Tensor, down_b: torch.Tensor | None) -> torch.Tensor:
+    """down(silu(gate(x)) * up(x)); gate and up are fused into one matmul at load time."""
+    gate_up = F.linear(x, gate_up_w, gate_up_b)
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, down_w, down_b)

@@ -1,0 +1,143 @@
+"""The decoder, top to bottom: embed -> N x (attention, MLP) -> norm -> logits.
+
+One class covers Llama, Qwen2, Qwen3 and SmolLM3; the differences are switches in ModelConfig.
+Weights are plain tensors (no nn.Module tree), loaded from HF names and fused at load time:
+q/k/v become one [q+k+v, hidden] matrix and gate/up one [2*inter, hidden] matrix, so each layer
+runs 4 matmuls instead of 7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from eager_core.errors import CheckpointError
+from eager_core.model.attention import AttentionMetadata, paged_attention, write_kv
+from eager_core.model.config import ModelConfig
+from eager_core.model.layers import apply_rope, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor
+    qkv_w: torch.Tensor
+    qkv_b: torch.Tensor | None
+    o_w: torch.Tensor
+    o_b: torch.Tensor | None
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
+    post_norm: torch.Tensor
+    gate_up_w: torch.Tensor
+    gate_up_b: torch.Tensor | None
+    down_w: torch.Tensor
+    down_b: torch.Tensor | None
+
+
+class Transformer:
+    """A decoder-only transformer that reads and writes a paged KV cache.
+
+    ``forward`` takes the packed new tokens of a step and returns logits only for the rows listed in
+    ``logits_indices`` (the positions that will be sampled), which saves the vocabulary matmul for
+    every other prompt token.
+    """
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype,
+                 device: str | torch.device = "cpu"):
+        self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
+        take = _WeightTaker(weights, dtype, self.device)
+        h, hd = cfg.hidden_size, cfg.head_dim
+        q_out, kv_out = cfg.num_heads * hd, cfg.num_kv_heads * hd
+        self.embed = take("model.embed_tokens.weight", (cfg.vocab_size, h))
+        self.layers: list[LayerWeights] = []
+        for i in range(cfg.num_layers):
+            p = f"model.layers.{i}."
+            attn, mlp = p + "self_attn.", p + "mlp."
+            qkv_b = None
+            if cfg.qkv_bias:
+                qkv_b = torch.cat([take(attn + "q_proj.bias", (q_out,)), take(attn + "k_proj.bias", (kv_out,)),
+                                   take(attn + "v_proj.bias", (kv_out,))])
+            gate_up_b = None
+            if cfg.mlp_bias:
+                gate_up_b = torch.cat([take(mlp + "gate_proj.bias", (cfg.intermediate_size,)),
+                                       take(mlp + "up_proj.bias", (cfg.intermediate_size,))])
+            self.layers.append(LayerWeights(
+                input_norm=take(p + "input_layernorm.weight", (h,)),
+                qkv_w=torch.cat([take(attn + "q_proj.weight", (q_out, h)), take(attn + "k_proj.weight", (kv_out, h)),
+                                 take(attn + "v_proj.weight", (kv_out, h))]),
+                qkv_b=qkv_b,
+                o_w=take(attn + "o_proj.weight", (h, q_out)),
+                o_b=take(attn + "o_proj.bias", (h,)) if cfg.o_bias else None,
+                q_norm=take(attn + "q_norm.weight", (hd,)) if cfg.qk_norm else None,
+                k_norm=take(attn + "k_norm.weight", (hd,)) if cfg.qk_norm else None,
+                post_norm=take(p + "post_attention_layernorm.weight", (h,)),
+                gate_up_w=torch.cat([take(mlp + "gate_proj.weight", (cfg.intermediate_size, h)),
+                                     take(mlp + "up_proj.weight", (cfg.intermediate_size, h))]),
+                gate_up_b=gate_up_b,
+                down_w=take(mlp + "down_proj.weight", (h, cfg.intermediate_size)),
+                down_b=take(mlp + "down_proj.bias", (h,)) if cfg.mlp_bias else None,
+            ))
+        self.norm = take("model.norm.weight", (h,))
+        self.lm_head = self.embed if cfg.tie_word_embeddings else take("lm_head.weight", (cfg.vocab_size, h))
+        self.inv_freq = rope_inv_freq(hd, cfg.rope_theta, cfg.rope_scaling).to(self.device)
+        self.scale = hd ** -0.5
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights one decode step reads (the embedding row lookup is negligible)."""
+        tensors = [self.norm, self.lm_head]
+        for lw in self.layers:
+            tensors += [t for t in vars(lw).values() if t is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                kv_cache: torch.Tensor, logits_indices: torch.Tensor) -> torch.Tensor:
+        """Run the packed tokens [T] through the model; return float32 logits [len(logits_indices), V].
+
+        ``kv_cache`` is [layers, 2, slots, kv_heads, head_dim]; the new tokens' K/V are written into
+        the slots given by ``meta.slot_mapping`` before attention reads them.
+        """
+        cfg = self.cfg
+        T, hd = input_ids.shape[0], cfg.head_dim
+        q_out, kv_out = cfg.num_heads * hd, cfg.num_kv_heads * hd
+        x = F.embedding(input_ids, self.embed)
+        cos, sin = rope_cos_sin(positions, self.inv_freq, self.dtype)
+        for i, lw in enumerate(self.layers):
+            # --- attention block ---
+            hn = rms_norm(x, lw.input_norm, cfg.rms_norm_eps)
+            qkv = F.linear(hn, lw.qkv_w, lw.qkv_b)
+            q = qkv[:, :q_out].view(T, cfg.num_heads, hd)
+            k = qkv[:, q_out:q_out + kv_out].view(T, cfg.num_kv_heads, hd)
+            v = qkv[:, q_out + kv_out:].view(T, cfg.num_kv_heads, hd)
+            if lw.q_norm is not None:  # Qwen3: RMSNorm per head before RoPE
+                q = rms_norm(q, lw.q_norm, cfg.rms_norm_eps)
+                k = rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+            if cfg.rope_layers[i]:
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            k_cache, v_cache = kv_cache[i, 0], kv_cache[i, 1]
+            write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+            attn = paged_attention(q, k_cache, v_cache, meta, self.scale)
+            x = x + F.linear(attn.reshape(T, q_out), lw.o_w, lw.o_b)
+            # --- MLP block ---
+            hn = rms_norm(x, lw.post_norm, cfg.rms_norm_eps)
+            x = x + swiglu_mlp(hn, lw.gate_up_w, lw.gate_up_b, lw.down_w, lw.down_b)
+        x = rms_norm(x[logits_indices], self.norm, cfg.rms_norm_eps)
+        return F.linear(x, self.lm_head).float()
+
+
+class _WeightTaker:
+    """Fetch a named tensor, check its shape, cast it; a missing or mis-shaped tensor is a CheckpointError."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device):
+        self.weights, self.dtype, self.device = weights, dtype, device
+
+    def __call__(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if name not in self.weights:
+            raise CheckpointError(f"checkpoint is missing tensor {name!r} (expected shape {list(shape)})")
+        t = self.weights[name]
+        if tuple(t.shape) != tuple(shape):
+            raise CheckpointError(f"tensor {name!r} has shape {list(t.shape)}, expected {list(shape)}")
+        if not t.is_floating_point():
+            raise CheckpointError(f"tensor {name!r} has dtype {t.dtype}, expected a floating-point type")
+        return t.to(device=self.device, dtype=self.dtype).contiguous()

@@ -1,0 +1,90 @@
+"""From a scheduled batch to logits: slots, copy-on-write, packed inputs, one forward pass.
+
+The runner owns the model, the KV pool and the block manager. For each scheduled
+(sequence, n) it reserves slots for positions [num_computed, num_computed + n) (copy-on-write
+happens here), copies every CoW block of the step in one operation, then runs one forward over
+the packed tokens. Logits come back only for sequences whose context is complete after the step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from eager_core.cache.block_manager import BlockManager
+from eager_core.cache.kv_pool import KVPool
+from eager_core.model.attention import AttentionMetadata, PrefillChunk
+from eager_core.model.transformer import Transformer
+from eager_core.sequence import Sequence
+
+
+class ModelRunner:
+    def __init__(self, model: Transformer, kv_pool: KVPool, block_manager: BlockManager):
+        self.model, self.kv_pool, self.bm = model, kv_pool, block_manager
+        self.device = model.device
+        self.block_size = block_manager.block_size
+
+    def _slots_of(self, table: list[int], length: int) -> torch.Tensor:
+        """Slot of every position [0, length) of a sequence, as a tensor."""
+        bs = self.block_size
+        pos = torch.arange(length)
+        return torch.tensor(table, dtype=torch.long)[pos // bs] * bs + pos % bs
+
+    def run(self, items: list[tuple[Sequence, int]], num_decode: int, all_logits: bool = False
+            ) -> tuple[torch.Tensor, list[Sequence]]:
+        """Feed every item's next tokens; return (logits [S, V], the S sequences they belong to).
+
+        The first ``num_decode`` items are single-token decodes. With ``all_logits`` every fed
+        position gets a logits row (scoring); otherwise only sequences whose context is complete.
+        Afterwards each sequence's ``num_computed`` has advanced by its n.
+        """
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slot_mapping: list[int] = []
+        copies: list[tuple[int, int]] = []
+        logits_rows: list[int] = []
+        sampled: list[Sequence] = []
+        prefills: list[PrefillChunk] = []
+        for idx, (seq, n) in enumerate(items):
+            start = seq.num_computed
+            slots, cow = self.bm.prepare_write(seq.block_table, start, start + n)
+            copies += cow
+            offset = len(input_ids)
+            input_ids += seq.token_ids[start:start + n]
+            positions += range(start, start + n)
+            slot_mapping += slots
+            if idx >= num_decode:
+                prefills.append(PrefillChunk(offset, n, start + n, self._slots_of(seq.block_table, start + n).to(self.device)))
+            if all_logits:
+                logits_rows += range(offset, offset + n)
+            if start + n == len(seq.token_ids):
+                if not all_logits:
+                    logits_rows.append(offset + n - 1)
+                sampled.append(seq)
+        # Every copy-on-write of the step happens before the forward pass writes anything.
+        self.kv_pool.copy_blocks(copies)
+        meta = AttentionMetadata(slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=self.device),
+                                 num_decode=num_decode, prefills=prefills)
+        if num_decode:
+            meta.decode_slots, meta.decode_mask = self._decode_gather([s for s, _ in items[:num_decode]])
+        logits = self.model.forward(
+            torch.tensor(input_ids, dtype=torch.long, device=self.device),
+            torch.tensor(positions, dtype=torch.long, device=self.device),
+            meta, self.kv_pool.kv, torch.tensor(logits_rows, dtype=torch.long, device=self.device))
+        for seq, n in items:
+            seq.num_computed += n
+        return logits, sampled
+
+    def _decode_gather(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots [B, C] of every decoding sequence's context (padded with slot 0) and its mask."""
+        bs = self.block_size
+        ctx = torch.tensor([s.num_computed + 1 for s in seqs], dtype=torch.long)
+        width = max(len(s.block_table) for s in seqs)
+        tables = torch.zeros(len(seqs), width, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            tables[i, :len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.long)
+        C = int(ctx.max())
+        pos = torch.arange(C)
+        slots = tables[:, pos // bs] * bs + pos % bs
+        mask = pos[None, :] < ctx[:, None]
+        slots = slots.masked_fill(~mask, 0)
+        return slots.to(self.device), mask[:, None, None, :].to(self.device)

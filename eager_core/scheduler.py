@@ -1,0 +1,146 @@
+"""Continuous batching: which sequences run this step, and what to evict when blocks run out.
+
+Each step packs, within ``max_num_seqs`` sequences and ``max_num_batched_tokens`` tokens:
+  1. one decode token for every running sequence of every running request,
+  2. the next prefill chunk of running sequences that are still (re)computing their context,
+  3. new requests from the waiting queue, first come first served, while their prompts fit.
+
+A request and all its branches form a *family* that is admitted, preempted and finished as a unit.
+When the pool cannot hold the step's writes, the most recently admitted family is preempted: its
+blocks are freed and it goes back to the front of the queue to be recomputed later. Recompute
+re-forks each branch from its parent at the split position, so a family costs what it cost before.
+A family that cannot fit in the whole pool on its own is an error, not a deadlock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from eager_core.cache.block_manager import BlockManager
+from eager_core.errors import RequestError
+from eager_core.sequence import Request, Sequence, SeqStatus
+
+
+@dataclass
+class ScheduledBatch:
+    items: list[tuple[Sequence, int]]   # (sequence, new tokens to feed); decodes (n == 1, ready) first
+    num_tokens: int
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int = 256, max_num_batched_tokens: int = 2048):
+        self.bm = block_manager
+        self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []       # in admission order: the last one is preempted first
+        self.preemptions = 0
+
+    def add(self, request: Request) -> None:
+        self.waiting.append(request)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ------------------------------------------------------------------------------------------
+
+    def schedule(self) -> ScheduledBatch:
+        """Pick this step's work, preempting families until the pool can hold every planned write."""
+        while True:
+            items = self._plan_running()
+            need = sum(self.bm.blocks_for_write(s.block_table, s.num_computed, s.num_computed + n) for s, n in items)
+            if need <= self.bm.num_free or not self.running:
+                break
+            if len(self.running) == 1:
+                req = self.running[0]
+                raise RequestError(
+                    f"KV pool too small: request {req.request_id} with {len(req.live_seqs)} live sequences needs "
+                    f"{need} more blocks but only {self.bm.num_free} of {self.bm.num_blocks} are free; "
+                    f"raise num_kv_blocks")
+            self._preempt(self.running.pop())
+        items += self._admit(sum(n for _, n in items), len(items), need)
+        # Decodes first, then prefill chunks (the model runner batches decodes together).
+        items.sort(key=lambda item: not _is_decode(*item))
+        return ScheduledBatch(items, sum(n for _, n in items))
+
+    def _plan_running(self) -> list[tuple[Sequence, int]]:
+        items: list[tuple[Sequence, int]] = []
+        budget = self.max_num_batched_tokens
+        for req in self.running:
+            for seq in req.live_seqs:
+                if seq.status is SeqStatus.WAITING and not self._attach_recomputed(seq):
+                    continue   # its parent has not recomputed the shared prefix yet
+                todo = len(seq.token_ids) - seq.num_computed
+                n = 1 if todo == 1 else min(todo, max(budget, 0))
+                if n <= 0:
+                    continue
+                items.append((seq, n))
+                budget -= n
+        return items
+
+    def _attach_recomputed(self, seq: Sequence) -> bool:
+        """Bring a waiting sequence of a running family back: re-fork it from its parent if possible."""
+        parent = seq.parent
+        if parent is not None and not parent.is_finished:
+            if parent.status is SeqStatus.WAITING or parent.num_computed < seq.branch_position:
+                return False   # the shared prefix is not back in the cache yet
+            seq.block_table = self.bm.fork(parent.block_table, seq.branch_position)
+            seq.num_computed = seq.branch_position
+        seq.status = SeqStatus.RUNNING   # (no live parent: recompute from scratch)
+        return True
+
+    def _admit(self, tokens: int, seqs: int, blocks_planned: int) -> list[tuple[Sequence, int]]:
+        items: list[tuple[Sequence, int]] = []
+        free = self.bm.num_free - blocks_planned
+        while self.waiting:
+            req = self.waiting[0]
+            live = req.live_seqs
+            need = family_blocks(req, self.bm.block_size)
+            if need > self.bm.num_blocks:
+                raise RequestError(f"KV pool too small: request {req.request_id} needs {need} blocks, the pool has "
+                                   f"{self.bm.num_blocks}; raise num_kv_blocks")
+            root = live[0]
+            n = min(len(root.token_ids) - root.num_computed, self.max_num_batched_tokens - tokens)
+            if need > free or seqs + len(live) + req.pending_forks > self.max_num_seqs or n <= 0:
+                break
+            self.waiting.popleft()
+            self.running.append(req)
+            root.status = SeqStatus.RUNNING
+            items.append((root, n))
+            tokens, seqs, free = tokens + n, seqs + len(live) + req.pending_forks, free - need
+        return items
+
+    def _preempt(self, req: Request) -> None:
+        for seq in req.live_seqs:
+            self.bm.free(seq.block_table)
+            seq.num_computed = 0
+            seq.status = SeqStatus.WAITING
+        self.preemptions += 1
+        self.waiting.appendleft(req)
+
+    def finish(self, req: Request) -> None:
+        """Remove a finished family (its sequences already freed their blocks)."""
+        self.running.remove(req)
+
+    def abort_all(self) -> list[Request]:
+        """Free every block of every request (used after an interrupt); returns what was dropped."""
+        dropped = list(self.running) + list(self.waiting)
+        for req in dropped:
+            for seq in req.seqs:
+                self.bm.free(seq.block_table)
+        self.running.clear()
+        self.waiting.clear()
+        return dropped
+
+
+def _is_decode(seq: Sequence, n: int) -> bool:
+    return n == 1 and seq.num_computed == len(seq.token_ids) - 1
+
+
+def family_blocks(req: Request, block_size: int) -> int:
+    """Blocks a family needs to be recomputed with its branches re-forked (plus one CoW copy each)."""
+    total = 0
+    for seq in req.live_seqs:
+        start = seq.branch_position if seq.parent is not None and not seq.parent.is_finished else 0
+        total += -(-(len(seq.token_ids) + 1) // block_size) - start // block_size + (1 if start else 0)
+    return total + req.pending_forks

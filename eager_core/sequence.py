@@ -1,0 +1,109 @@
+"""Requests, sequences and branch families.
+
+A *request* is one prompt. It owns a *family* of sequences: the root, plus every branch forked from
+it (``n > 1`` samples, or EAGer's entropy-triggered branches). Each sequence remembers its parent
+and where it split off, so the family's tree can be printed, and so a preempted family can be
+recomputed with its prefixes shared again.
+
+Token bookkeeping of a sequence (the engine's invariant):
+    token_ids      prompt + generated tokens; the last one may not have been fed to the model yet
+    num_computed   leading tokens whose keys/values are in the KV cache
+    num_computed == len(token_ids) - 1  -> ready to decode one token
+    num_computed <  len(token_ids) - 1  -> (re)prefilling, possibly in chunks
+
+Randomness: a sequence samples from its own ``random.Random`` seeded by (request seed, branch id),
+so its tokens do not depend on which other sequences share a batch, and runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from enum import Enum
+from typing import Any
+
+from eager_core.sampling_params import SamplingParams
+
+
+class SeqStatus(Enum):
+    WAITING = "waiting"      # no KV in the cache (new, or preempted)
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class Sequence:
+    """One branch of generation. ``block_table`` is owned by the BlockManager's bookkeeping."""
+
+    def __init__(self, seq_id: int, request: "Request", branch_id: int, token_ids: list[int],
+                 parent: "Sequence | None" = None, branch_position: int | None = None):
+        self.seq_id = seq_id
+        self.request = request
+        self.branch_id = branch_id
+        self.token_ids = token_ids
+        self.parent = parent
+        # Leading tokens shared with the parent (prompt included); None for a root.
+        self.branch_position = branch_position
+        self.block_table: list[int] = []
+        self.num_computed = 0
+        self.status = SeqStatus.WAITING
+        self.finish_reason: str | None = None
+        self.error: str | None = None
+        self.rng = random.Random(f"{request.seed}:{branch_id}")
+        self.entropies: list[float] = []          # per generated token, filled by the EAGer policy
+        self.branch_entropy: float | None = None  # the entropy that created this branch
+        self.extra: dict[str, Any] = {}           # policy-owned annotations (e.g. EAGer round)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.request.prompt_token_ids)
+
+    @property
+    def generated_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens:]
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def branch_step(self) -> int | None:
+        """Generated tokens this branch shares with its parent."""
+        return None if self.branch_position is None else self.branch_position - self.num_prompt_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SeqStatus.FINISHED
+
+    def __repr__(self) -> str:
+        return f"Sequence(id={self.seq_id}, req={self.request.request_id}, branch={self.branch_id}, len={len(self.token_ids)})"
+
+
+class Request:
+    """A prompt and its family of sequences. The family is scheduled, preempted and finished as one."""
+
+    def __init__(self, request_id: int, prompt: str | None, prompt_token_ids: list[int], params: SamplingParams,
+                 seed: int):
+        self.request_id = request_id
+        self.prompt = prompt
+        self.prompt_token_ids = prompt_token_ids
+        self.params = params
+        self.seed = seed
+        self.seqs: list[Sequence] = []
+        self.next_branch_id = 0
+        self.pending_forks = params.n - 1   # n > 1: forked once the prompt's prefill is done
+        self.arrival = request_id
+        self.state: dict[str, Any] = {}     # policy-owned per-request state (EAGer counters)
+
+    def new_sequence(self, seq_id: int, token_ids: list[int], parent: Sequence | None = None,
+                     branch_position: int | None = None) -> Sequence:
+        seq = Sequence(seq_id, self, self.next_branch_id, token_ids, parent, branch_position)
+        self.next_branch_id += 1
+        self.seqs.append(seq)
+        return seq
+
+    @property
+    def live_seqs(self) -> list[Sequence]:
+        return [s for s in self.seqs if not s.is_finished]
+
+    @property
+    def is_finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs) and self.pending_forks == 0
