@@ -33,6 +33,7 @@ _MARKER_RE = re.compile(r"answer\**\s*(?:is\b|[:=])[\s*:=]*", re.IGNORECASE)
 # A whole text that is just an answer: a plain number / fraction, or LaTeX without spaces.
 _BARE_NUMBER_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_SPACED_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")  # SI style: 1 234
 _FRAC_RE = re.compile(r"([+-]?)\\[dt]?frac\{([+-]?\d+)\}\{(\d+)\}")
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}")
 # Power towers, huge exponents and big factorials make sympy evaluate for seconds or forever.
@@ -134,10 +135,14 @@ def extract_answer(text: str | None) -> str | None:
 
 
 def to_number(answer: str) -> Fraction | None:
-    """Exact value of a plain numeric answer ("-1,234", "0.5", "3/4", "\\frac{1}{2}"), else None."""
-    s = _strip_wrappers(_TEXT_WRAP_RE.sub(r"\1", answer)).replace(" ", "")
-    if _THOUSANDS_RE.fullmatch(s):
-        s = s.replace(",", "")
+    """Exact value of a plain numeric answer ("-1,234", "1 234", "0.5", "3/4", "\\frac{1}{2}").
+
+    ``None`` for anything else, including digits separated by arbitrary spaces ("2 3").
+    """
+    s = _strip_wrappers(_TEXT_WRAP_RE.sub(r"\1", answer))
+    s = re.sub(r"^([+-])\s+", r"\1", s)
+    if _THOUSANDS_RE.fullmatch(s) or _SPACED_THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "").replace(" ", "")
     frac = _FRAC_RE.fullmatch(s)
     if frac:
         sign, num, den = frac.groups()
