@@ -18,7 +18,6 @@ from eager_core.cache.kv_pool import KVPool, default_num_blocks
 from eager_core.engine import Engine, Policy, SamplingPolicy
 from eager_core.errors import ConfigError, RequestError
 from eager_core.io.checkpoint import load_weights, read_config
-from eager_core.io.default_model import default_checkpoint
 from eager_core.io.tokenizer import Tokenizer
 from eager_core.model.config import ModelConfig
 from eager_core.model.transformer import Transformer
@@ -43,7 +42,10 @@ class LLM:
             raise ConfigError(f"block_size={block_size!r}: expected a positive integer")
         if num_kv_blocks is not None and (not isinstance(num_kv_blocks, int) or num_kv_blocks < 1):
             raise ConfigError(f"num_kv_blocks={num_kv_blocks!r}: expected a positive integer or None")
-        self.ckpt_dir = Path(ckpt) if ckpt is not None else default_checkpoint()
+        if ckpt is None:   # the default model: converted from the installed GGUF once, then cached
+            from eager_core.io.default_model import default_checkpoint
+            ckpt = default_checkpoint()
+        self.ckpt_dir = Path(ckpt)
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype]
         self.config = ModelConfig.from_hf(read_config(self.ckpt_dir), source=str(self.ckpt_dir / "config.json"))

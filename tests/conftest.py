@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny random checkpoints made once per test session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import make_tiny_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt_factory(tmp_path_factory):
+    """tiny_ckpt_factory(arch, **overrides) -> checkpoint folder, cached per (arch, overrides)."""
+    made: dict[tuple, Path] = {}
+
+    def make(arch: str = "llama", **overrides) -> Path:
+        key = (arch, tuple(sorted(overrides.items())))
+        if key not in made:
+            made[key] = make_tiny_checkpoint(tmp_path_factory.mktemp(f"tiny_{arch}"), arch, **overrides)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_ckpt_factory) -> Path:
+    return tiny_ckpt_factory("llama")
