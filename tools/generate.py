@@ -1,0 +1,105 @@
+"""Generate text with eager_core: plain sampling, full parallel sampling, or EAGer branching.
+
+    python tools/generate.py --prompt "What is 7 * 8?" --chat
+    python tools/generate.py --mode eager --chat --prompt "..." --theta 2.2 --max-sequences 8
+    echo "Once upon a time" | python tools/generate.py --max-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import cli_common  # noqa: F401  (sets up the import path)
+from cli_common import add_model_flags, run_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_flags(p)
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable); read from stdin when absent")
+    p.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn with the chat template")
+    p.add_argument("--system", default=None, help="system message for --chat")
+    p.add_argument("--mode", choices=["sample", "parallel", "eager"], default="sample",
+                   help="sample: n samples per prompt; parallel: M independent samples (EAGer's baseline); "
+                        "eager: entropy-gated branching up to M sequences")
+    p.add_argument("--temperature", type=float, default=None, help="default 1.0 (sample) or 0.6 (parallel/eager)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("-n", type=int, default=1, help="samples per prompt (sample mode)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--theta", type=float, default=2.2, help="entropy threshold (eager mode)")
+    p.add_argument("--max-sequences", type=int, default=8, help="M: sequences per prompt (parallel/eager)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.add_argument("--stats", action="store_true", help="print engine statistics (tokens, steps, KV blocks, time)")
+    return p
+
+
+def read_prompts(args: argparse.Namespace) -> list:
+    from eager_core.errors import RequestError
+
+    prompts = args.prompt if args.prompt else [sys.stdin.read()]
+    if any(not p.strip() for p in prompts):
+        raise RequestError("empty prompt: pass --prompt TEXT or text on stdin")
+    if not args.chat:
+        return prompts
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    return [system + [{"role": "user", "content": p}] for p in prompts]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from eager_core import LLM
+
+    prompts = read_prompts(args)
+    llm = LLM(args.ckpt, dtype=args.dtype, device=args.device, num_kv_blocks=args.num_kv_blocks, seed=args.seed)
+    if args.mode == "sample":
+        run_sample(llm, prompts, args)
+    else:
+        from eager_cli import run_eager_mode
+        run_eager_mode(llm, prompts, args)
+    if args.stats:
+        print(json.dumps({"stats": llm.last_stats}) if args.json else format_stats(llm.last_stats),
+              file=sys.stderr if not args.json else sys.stdout)
+    return 0
+
+
+def run_sample(llm, prompts: list, args: argparse.Namespace) -> None:
+    from eager_core import SamplingParams
+
+    params = SamplingParams(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, min_p=args.min_p, max_tokens=args.max_tokens, n=args.n, seed=args.seed)
+    stream = len(prompts) == 1 and args.n == 1 and not args.json
+    on_token = None
+    if stream:   # one prompt, one sample: print text as it is generated
+        decoder = llm.tokenizer.stream_decoder()
+
+        def on_token(seq, token):
+            if token not in llm.tokenizer.eos_token_ids:
+                sys.stdout.write(decoder.push(token))
+                sys.stdout.flush()
+    outs = (llm.chat(prompts, params, on_token=on_token) if args.chat
+            else llm.generate(prompts, params, on_token=on_token))
+    if args.json:
+        print(json.dumps([{"prompt": o.prompt, "outputs": [
+            {"text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason} for c in o.outputs]}
+            for o in outs], ensure_ascii=False, indent=1))
+    elif stream:
+        sys.stdout.write(decoder.flush() + "\n")
+    else:
+        for i, o in enumerate(outs):
+            for c in o.outputs:
+                print(f"--- prompt {i} sample {c.index} ({c.finish_reason}) ---\n{c.text}")
+
+
+def format_stats(stats: dict) -> str:
+    tok_s = stats["generated_tokens"] / stats["wall_s"] if stats.get("wall_s") else 0.0
+    parts = [f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()]
+    return "[stats] " + " ".join(parts) + f" tok/s={tok_s:.1f}"
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
