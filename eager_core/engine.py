@@ -23,8 +23,12 @@ TokenCallback = Callable[[Sequence, int], None]
 
 
 class Policy(Protocol):
-    def decide(self, engine: "Engine", seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
-        """One next token per row of ``logits`` (row i belongs to ``seqs[i]``); may call engine.fork."""
+    def decide(self, engine: "Engine", seqs: list[Sequence], logits: torch.Tensor) -> list[int | None]:
+        """One next token per row of ``logits`` (row i belongs to ``seqs[i]``).
+
+        May call ``engine.fork(seq, token)`` to branch, or ``engine.finish(seq, reason)`` and return
+        None for that row to stop a sequence without a new token.
+        """
 
 
 class SamplingPolicy:
@@ -117,6 +121,9 @@ class Engine:
         if seqs:
             tokens = policy.decide(self, seqs, logits)
             for seq, token in zip(seqs, tokens):
+                if token is None:
+                    assert seq.is_finished, "a policy returned no token for a live sequence"
+                    continue
                 seq.token_ids.append(int(token))
                 self._after_token(seq)
         for child in self._forked:
@@ -150,7 +157,7 @@ class Engine:
         for i, seq in enumerate(seqs):
             if bool(bad[i]):
                 seq.error = "non-finite logits (NaN or +inf) at position %d" % len(seq.token_ids)
-                self._finish(seq, "error")
+                self.finish(seq, "error")
             else:
                 keep.append(i)
         return logits[torch.tensor(keep, dtype=torch.long, device=logits.device)], [seqs[i] for i in keep]
@@ -163,13 +170,13 @@ class Engine:
         if self.on_token is not None:
             self.on_token(seq, token)
         if not params.ignore_eos and token in self.tokenizer.eos_token_ids:
-            self._finish(seq, "stop")
+            self.finish(seq, "stop")
         elif params.stop_token_ids and token in params.stop_token_ids:
-            self._finish(seq, "stop")
+            self.finish(seq, "stop")
         elif params.stop and self._hit_stop_string(seq):
-            self._finish(seq, "stop")
+            self.finish(seq, "stop")
         elif seq.num_generated >= params.max_tokens or len(seq.token_ids) >= self.max_model_len:
-            self._finish(seq, "length")
+            self.finish(seq, "length")
 
     def _hit_stop_string(self, seq: Sequence) -> bool:
         text = self.tokenizer.decode(seq.generated_ids)
@@ -178,7 +185,8 @@ class Engine:
             seq.extra["text"] = text[:min(hits)]   # the output excludes the stop string
         return bool(hits)
 
-    def _finish(self, seq: Sequence, reason: str) -> None:
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Stop a sequence and return its blocks (shared ones only lose a reference)."""
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
         self.bm.free(seq.block_table)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -26,6 +26,9 @@ from eager_core.outputs import RequestOutput, request_output
 from eager_core.sampling_params import SamplingParams
 from eager_core.scheduler import Scheduler
 from eager_core.sequence import Request, Sequence
+
+if TYPE_CHECKING:
+    from eager_core.eager.params import EagerParams
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -90,6 +93,18 @@ class LLM:
                         for p, ids in self._prompt_pairs(prompts, None, add_special_tokens=False)]
             self.run_requests(requests, SamplingPolicy(), kwargs.get("on_token"))
             return [request_output(r, self.tokenizer) for r in requests]
+
+    def eager(self, prompts: list, params: "EagerParams | None" = None, method: str = "eager-init",
+              answers: list | None = None, checker: Callable[[str, str], bool] | None = None) -> list:
+        """Entropy-aware generation (EAGer) or its full-parallel baseline; see eager_core/eager/runner.py.
+
+        A convenience entry: the method itself lives in the EAGer layer above the engine.
+        """
+        from eager_core.eager.params import EagerParams
+        from eager_core.eager.runner import run_eager
+
+        with self._lock:
+            return run_eager(self, prompts, params or EagerParams(), method, answers, checker)
 
     @torch.inference_mode()
     def logits(self, token_ids: list[int]) -> torch.Tensor:

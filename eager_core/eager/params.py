@@ -1,0 +1,74 @@
+"""EagerParams: the knobs of entropy-aware generation, validated at the door."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from eager_core.errors import RequestError
+
+METHODS = ("parallel", "eager-init", "eager", "eager-adapt")
+
+
+@dataclass
+class EagerParams:
+    """Parameters of EAGer (Scalena et al., 2025) and its baselines.
+
+    theta              branch when the entropy of the next-token distribution exceeds it (nats)
+    max_sequences      M: the cap of sequences per prompt in EAGer-init, and the per-prompt budget unit
+    temperature        sampling temperature for every non-branching step (the paper uses 0.6)
+    top_k_entropy      K of the top-K renormalised entropy (the paper uses 20)
+    entropy            "topk" (the paper's signal) or "full" (whole-vocabulary entropy)
+    max_tokens         per-sequence cap of generated tokens (a branch counts its shared prefix)
+    no_branch_window   a prompt stops branching after this many consecutive steps without a branch
+    dynamic_threshold  effective theta = max(theta, 99th percentile of the entropies seen so far
+                       for that prompt), as in the official code
+    think_only         no branching after the sequence produced ``</think>`` (if the model has it)
+    seed               makes the whole call reproducible
+    budget_tokens      optional cap on the total generated tokens of the call (beyond the paper)
+    max_retries        reallocation rounds for "eager"/"eager-adapt" (each a fresh EAGer-init run)
+    """
+
+    theta: float = 2.2
+    max_sequences: int = 32
+    temperature: float = 0.6
+    top_k_entropy: int = 20
+    entropy: str = "topk"
+    max_tokens: int = 1024
+    no_branch_window: int = 1000
+    dynamic_threshold: bool = True
+    think_only: bool = True
+    seed: int = 0
+    budget_tokens: int | None = None
+    max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        def bad(field: str, expected: str) -> RequestError:
+            return RequestError(f"EagerParams.{field}={getattr(self, field)!r}: expected {expected}")
+
+        def is_int(x: object) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        if not isinstance(self.theta, (int, float)) or isinstance(self.theta, bool) or not math.isfinite(self.theta):
+            raise bad("theta", "a finite number")
+        if not is_int(self.max_sequences) or self.max_sequences < 1:
+            raise bad("max_sequences", "an integer >= 1")
+        if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise bad("temperature", "a finite number >= 0")
+        if not is_int(self.top_k_entropy) or self.top_k_entropy < 1:
+            raise bad("top_k_entropy", "an integer >= 1")
+        if self.entropy not in ("topk", "full"):
+            raise bad("entropy", "'topk' or 'full'")
+        if not is_int(self.max_tokens) or self.max_tokens < 1:
+            raise bad("max_tokens", "an integer >= 1")
+        if not is_int(self.no_branch_window) or self.no_branch_window < 1:
+            raise bad("no_branch_window", "an integer >= 1")
+        if not is_int(self.seed):
+            raise bad("seed", "an integer")
+        if self.budget_tokens is not None and (not is_int(self.budget_tokens) or self.budget_tokens < 1):
+            raise bad("budget_tokens", "an integer >= 1 or None")
+        if not is_int(self.max_retries) or self.max_retries < 0:
+            raise bad("max_retries", "an integer >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

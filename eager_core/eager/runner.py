@@ -1,0 +1,121 @@
+"""The EAGer methods over a whole prompt set: rounds, reallocation, outputs.
+
+    parallel      every prompt: M samples at temperature T (one prefill, M-1 forks)
+    eager-init    every prompt starts with one sequence and branches at high entropy, up to M
+    eager         eager-init, then the saved budget goes to prompts with no correct answer yet
+    eager-adapt   eager-init, then the saved budget goes to prompts that hit the cap M
+
+Every run is one batched engine call over all the prompts it concerns, so all prompts and all their
+branches share every decode step. Reallocation runs are fresh EAGer-init runs from the bare prompt,
+capped at the sequences the prompt was allotted; retries (up to ``max_retries``) lower theta by 20%
+each for prompts that had not saturated, and stop when the allotment is used.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from eager_core.eager.budget import allocate_extra, split_tokens
+from eager_core.eager.outputs import EagerOutput, build_output
+from eager_core.eager.params import METHODS, EagerParams
+from eager_core.eager.policy import EagerPolicy, init_request
+from eager_core.errors import RequestError
+from eager_core.sampling_params import SamplingParams
+from eager_core.sequence import Request
+
+Checker = Callable[[str, str], bool]
+STAT_KEYS_SUMMED = ("prompt_tokens", "generated_tokens", "decode_steps", "prefill_tokens", "cow_copies",
+                    "preemptions", "wall_s")
+
+
+def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init", answers: list | None = None,
+              checker: Checker | None = None) -> list[EagerOutput]:
+    """Run ``method`` over ``prompts`` (strings, or chat message lists) with exact accounting."""
+    if method not in METHODS:
+        raise RequestError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+    if method == "eager" and (answers is None or checker is None):
+        raise RequestError("method 'eager' needs answers=[...] and checker=fn(text, answer) -> bool")
+    if answers is not None and len(answers) != len(prompts):
+        raise RequestError(f"answers has {len(answers)} entries for {len(prompts)} prompts")
+    if not prompts:
+        raise RequestError("no prompts given")
+    encoded = [_encode(llm, p, i) for i, p in enumerate(prompts)]
+    N, M = len(prompts), params.max_sequences
+    policy = EagerPolicy(params, llm.tokenizer.token_to_id("</think>"))
+    stats: dict = {}
+    token_caps = split_tokens(params.budget_tokens, [1] * N) if params.budget_tokens else [None] * N
+
+    def run(indices: list[int], rnd: int, caps: list[int], thetas: list[float], token_budget: list) -> list[Request]:
+        reqs = []
+        for j, i in enumerate(indices):
+            text, ids = encoded[i]
+            n = M if method == "parallel" else 1
+            seed = random.Random(f"{params.seed}:{i}:{rnd}").getrandbits(63)
+            req = llm._make_request(text, ids, SamplingParams(temperature=params.temperature, n=n, seed=seed,
+                                                              max_tokens=params.max_tokens))
+            init_request(req, cap=caps[j], theta=thetas[j], token_cap=token_budget[j], branching=method != "parallel")
+            req.state["round"], req.state["prompt_index"] = rnd, i
+            reqs.append(req)
+        llm.run_requests(reqs, policy)
+        _accumulate(stats, llm.last_stats)
+        return reqs
+
+    runs: list[list[Request]] = [[] for _ in range(N)]
+    for req in run(list(range(N)), 0, [M] * N, [params.theta] * N, token_caps):
+        runs[req.state["prompt_index"]].append(req)
+
+    if method in ("eager", "eager-adapt"):
+        counts = [len(r[0].seqs) for r in runs]
+        saturated = [c >= M for c in counts]
+        solved = None
+        if method == "eager":
+            solved = [_any_correct(r, llm, answers[i], checker) for i, r in enumerate(runs)]
+        remaining = allocate_extra(method, counts, M, saturated, solved)
+        tokens_left = None
+        if params.budget_tokens is not None:
+            tokens_left = params.budget_tokens - stats["generated_tokens"]
+        for retry in range(1, params.max_retries + 1):
+            todo = [i for i in range(N) if remaining[i] > 0 and not (solved and solved[i])]
+            if not todo or (tokens_left is not None and tokens_left <= 0):
+                break
+            thetas = [params.theta * (1.0 if saturated[i] else 0.8 ** retry) for i in todo]
+            budget = (split_tokens(tokens_left, [remaining[i] for i in todo]) if tokens_left is not None
+                      else [None] * len(todo))
+            before = stats["generated_tokens"]
+            for req in run(todo, retry, [remaining[i] for i in todo], thetas, budget):
+                i = req.state["prompt_index"]
+                runs[i].append(req)
+                remaining[i] -= len(req.seqs)
+                if solved is not None:
+                    solved[i] = solved[i] or _any_correct([req], llm, answers[i], checker)
+            if tokens_left is not None:
+                tokens_left -= stats["generated_tokens"] - before
+    llm.last_stats = stats
+    return [build_output(r, llm.tokenizer, M) for r in runs]
+
+
+def _encode(llm, prompt, i: int) -> tuple[str, list[int]]:
+    if isinstance(prompt, str):
+        if not prompt:
+            raise RequestError(f"prompts[{i}] is empty")
+        return prompt, llm.tokenizer.encode(prompt, add_special_tokens=True)
+    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+        text = llm.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
+        return text, llm.tokenizer.encode(text, add_special_tokens=False)
+    raise RequestError(f"prompts[{i}] must be a string or a list of chat messages, got {type(prompt).__name__}")
+
+
+def _any_correct(reqs: list[Request], llm, answer, checker: Checker) -> bool:
+    from eager_core.outputs import sequence_text
+    return any(checker(sequence_text(s, llm.tokenizer), answer) for req in reqs for s in req.seqs)
+
+
+def _accumulate(total: dict, step: dict) -> None:
+    for k, v in step.items():
+        if k in STAT_KEYS_SUMMED:
+            total[k] = total.get(k, 0) + v
+    if step.get("kv_blocks_peak", 0) >= total.get("kv_blocks_peak", 0):   # both taken at the same moment
+        total["kv_blocks_peak"] = step.get("kv_blocks_peak", 0)
+        total["kv_blocks_logical_peak"] = step.get("kv_blocks_logical_peak", 0)
+    total["rounds"] = total.get("rounds", 0) + 1
