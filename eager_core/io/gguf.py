@@ -1,0 +1,83 @@
+"""Converting a Llama-family GGUF file into a Hugging Face checkpoint folder.
+
+The output folder holds ``model.safetensors`` (dequantized weights, HF names, Q/K rows in HF order),
+``config.json``, ``generation_config.json``, ``tokenizer.json`` and ``tokenizer_config.json`` (with the
+chat template). It is written under a temporary name and renamed into place at the end, so an
+interrupted conversion never leaves a folder that looks like a checkpoint.
+
+Weights stream tensor by tensor into the safetensors file: peak memory is about one dequantized
+tensor, whatever the model size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from eager_core.errors import CheckpointError
+from eager_core.io.atomic_dir import atomic_directory
+from eager_core.io.checkpoint import resolve_dtype
+from eager_core.io.gguf_config import build_generation_config, build_model_config
+from eager_core.io.gguf_file import GGUFFile
+from eager_core.io.gguf_tensors import (REQUIRED_LAYER_TENSORS, check_quantization, dequantize, hf_name,
+                                        unpermute_qk)
+from eager_core.io.gguf_tokenizer import build_tokenizer
+from eager_core.io.safetensors_format import write_safetensors
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _tensor_plan(gg: GGUFFile, config: dict) -> list[tuple[str, str]]:
+    """(gguf name, hf name) for every tensor to write, in file order; checks nothing is missing."""
+    layers = config["num_hidden_layers"]
+    plan = [(name, hf) for name in gg.tensors if (hf := hf_name(name, layers)) is not None]
+    present = set(gg.tensors)
+    missing = [f"blk.{i}.{suffix}" for i in range(layers) for suffix in REQUIRED_LAYER_TENSORS
+               if f"blk.{i}.{suffix}" not in present]
+    missing += [n for n in ("token_embd.weight", "output_norm.weight") if n not in present]
+    if missing:
+        raise CheckpointError(f"{gg.path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    return plan
+
+
+def _hf_tensor(gg: GGUFFile, name: str, config: dict, dtype: torch.dtype) -> torch.Tensor:
+    tensor = dequantize(gg.tensors[name], dtype)
+    if ".attn_q." in name:
+        tensor = unpermute_qk(tensor, config["num_attention_heads"])
+    elif ".attn_k." in name:
+        tensor = unpermute_qk(tensor, config["num_key_value_heads"])
+    return tensor
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: torch.dtype | str = torch.float32,
+                 overwrite: bool = False) -> Path:
+    """Convert a Llama GGUF into an HF checkpoint folder at ``out_dir`` and return its path.
+
+    ``dtype`` is the dtype of the written weights (float32 keeps the dequantized values exactly).
+    Raises ``CheckpointError`` for a missing, truncated or corrupt file, a non-llama architecture, an
+    unsupported quantization or tokenizer, and if ``out_dir`` exists (unless ``overwrite``).
+    """
+    torch_dtype = resolve_dtype(dtype)
+    gg = GGUFFile(gguf_path)
+    config = build_model_config(gg, _DTYPE_NAMES[torch_dtype])
+    check_quantization(gg.tensors)
+    plan = _tensor_plan(gg, config)
+    tokenizer, tokenizer_config = build_tokenizer(gg)
+    if tokenizer.get_vocab_size(with_added_tokens=True) > config["vocab_size"]:
+        raise CheckpointError(f"{gg.path}: the tokenizer has {tokenizer.get_vocab_size(with_added_tokens=True)} "
+                              f"tokens but the embedding only {config['vocab_size']} rows")
+    specs = [(hf, torch_dtype, tuple(int(d) for d in reversed(gg.tensors[name].shape))) for name, hf in plan]
+    tensors = (_hf_tensor(gg, name, config, torch_dtype) for name, _ in plan)
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        write_safetensors(tmp / "model.safetensors", specs, tensors, metadata={"format": "pt"})
+        _write_json(tmp / "config.json", config)
+        _write_json(tmp / "generation_config.json", build_generation_config(gg))
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        _write_json(tmp / "tokenizer_config.json", tokenizer_config)
+    return Path(out_dir).expanduser().absolute()
