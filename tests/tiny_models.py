@@ -35,7 +35,7 @@ ARCHS = {
 }
 
 
-def write_tokenizer(folder: Path) -> None:
+def write_tokenizer(folder: Path, extra_specials: list[str] = ()) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -43,7 +43,7 @@ def write_tokenizer(folder: Path) -> None:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIALS)
+    tok.add_special_tokens(SPECIALS + list(extra_specials))
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(dict(
         chat_template=CHATML, eos_token="<|im_end|>", bos_token="<|endoftext|>", pad_token="<|endoftext|>",

@@ -31,7 +31,7 @@ STAT_KEYS_SUMMED = ("prompt_tokens", "generated_tokens", "decode_steps", "prefil
 
 def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init", answers: list | None = None,
               checker: Checker | None = None) -> list[EagerOutput]:
-    """Run ``method`` over ``prompts`` (strings, or chat message lists) with exact accounting."""
+    """Run ``method`` over ``prompts`` (strings, chat message lists or token-id lists) with exact accounting."""
     if method not in METHODS:
         raise RequestError(f"method={method!r}: expected one of {', '.join(METHODS)}")
     if method == "eager" and (answers is None or checker is None):
@@ -100,10 +100,13 @@ def _encode(llm, prompt, i: int) -> tuple[str, list[int]]:
         if not prompt:
             raise RequestError(f"prompts[{i}] is empty")
         return prompt, llm.tokenizer.encode(prompt, add_special_tokens=True)
-    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return None, list(prompt)   # already token ids
+    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
         text = llm.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
         return text, llm.tokenizer.encode(text, add_special_tokens=False)
-    raise RequestError(f"prompts[{i}] must be a string or a list of chat messages, got {type(prompt).__name__}")
+    raise RequestError(f"prompts[{i}] must be a string, a list of chat messages or a list of token ids, "
+                       f"got {type(prompt).__name__}")
 
 
 def _any_correct(reqs: list[Request], llm, answer, checker: Checker) -> bool:
