@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--theta", type=float, default=2.2, help="entropy threshold (eager mode)")
     p.add_argument("--max-sequences", type=int, default=8, help="M: sequences per prompt (parallel/eager)")
+    p.add_argument("--method", choices=["eager-init", "eager-adapt"], default="eager-init",
+                   help="eager mode: EAGer-init, or EAGer-adapt (label-free reallocation)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.add_argument("--output", default=None,
+                   help="eager/parallel modes: also write the JSON (params, sequences, entropies, branch events) here")
     p.add_argument("--stats", action="store_true", help="print engine statistics (tokens, steps, KV blocks, time)")
     return p
 
