@@ -37,6 +37,10 @@ class Scheduler:
         self.preemptions = 0
 
     def add(self, request: Request) -> None:
+        if request.params.n > self.max_num_seqs:
+            # A family is never split, so n siblings must fit in one step's batch.
+            raise RequestError(f"request {request.request_id}: SamplingParams.n={request.params.n} exceeds "
+                               f"max_num_seqs={self.max_num_seqs}")
         self.waiting.append(request)
 
     def has_work(self) -> bool:
@@ -48,7 +52,7 @@ class Scheduler:
         """Pick this step's work, preempting families until the pool can hold every planned write."""
         while True:
             items = self._plan_running()
-            need = sum(self.bm.blocks_for_write(s.block_table, s.num_computed, s.num_computed + n) for s, n in items)
+            need = self.bm.blocks_for_writes([(s.block_table, s.num_computed, s.num_computed + n) for s, n in items])
             if need <= self.bm.num_free or not self.running:
                 break
             if len(self.running) == 1:
@@ -101,13 +105,19 @@ class Scheduler:
                                    f"{self.bm.num_blocks}; raise num_kv_blocks")
             root = live[0]
             n = min(len(root.token_ids) - root.num_computed, self.max_num_batched_tokens - tokens)
-            if need > free or seqs + len(live) + req.pending_forks > self.max_num_seqs or n <= 0:
+            family = len(live) + req.pending_forks
+            # Beside other families, ask for one spare block per sequence so that the family's
+            # next tokens do not preempt it straight away. Alone, it only needs to fit (a family
+            # that grew past max_num_seqs through policy forks must still be able to come back).
+            alone = not self.running
+            if n <= 0 or need + (0 if alone else family) > free or (
+                    not alone and seqs + family > self.max_num_seqs):
                 break
             self.waiting.popleft()
             self.running.append(req)
             root.status = SeqStatus.RUNNING
             items.append((root, n))
-            tokens, seqs, free = tokens + n, seqs + len(live) + req.pending_forks, free - need
+            tokens, seqs, free = tokens + n, seqs + family, free - need
         return items
 
     def _preempt(self, req: Request) -> None:
@@ -138,9 +148,15 @@ def _is_decode(seq: Sequence, n: int) -> bool:
 
 
 def family_blocks(req: Request, block_size: int) -> int:
-    """Blocks a family needs to be recomputed with its branches re-forked (plus one CoW copy each)."""
+    """Blocks a family holds once every live sequence's tokens are back in the cache.
+
+    Exact (no headroom), because it decides whether the family fits in the pool at all: a root, or
+    a branch whose parent has finished, holds positions [0, len); a branch re-forked from a live
+    parent shares the parent's full blocks below ``branch_position`` and owns the rest, including
+    its copy of a partly shared block.
+    """
     total = 0
     for seq in req.live_seqs:
         start = seq.branch_position if seq.parent is not None and not seq.parent.is_finished else 0
-        total += -(-(len(seq.token_ids) + 1) // block_size) - start // block_size + (1 if start else 0)
-    return total + req.pending_forks
+        total += -(-len(seq.token_ids) // block_size) - start // block_size
+    return total

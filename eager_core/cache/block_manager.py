@@ -66,6 +66,27 @@ class BlockManager:
         shared = sum(1 for j in range(first, min(last + 1, len(table))) if self.ref_count[table[j]] > 1)
         return new + shared
 
+    def blocks_for_writes(self, writes: list[tuple[list[int], int, int]]) -> int:
+        """Blocks a whole step of writes ``(table, start, end)`` takes from the pool, exactly.
+
+        Summing ``blocks_for_write`` over a step over-counts: a block shared by ``c`` tables and
+        written through ``k`` of them is copied ``min(k, c - 1)`` times, not ``k``, because once the
+        other writers have taken their copies the last one owns the block and writes in place.
+        The scheduler relies on this being exact, or a family that fits would be refused.
+        """
+        bs = self.block_size
+        new = 0
+        writers: dict[int, int] = {}
+        for table, start, end in writes:
+            if end <= start:
+                continue
+            first, last = start // bs, (end - 1) // bs
+            new += max(0, last + 1 - len(table))
+            for j in range(first, min(last + 1, len(table))):
+                if self.ref_count[table[j]] > 1:
+                    writers[table[j]] = writers.get(table[j], 0) + 1
+        return new + sum(min(k, self.ref_count[b] - 1) for b, k in writers.items())
+
     # --- transitions ----------------------------------------------------------------------
 
     def prepare_write(self, table: list[int], start: int, end: int) -> tuple[list[int], list[tuple[int, int]]]:
