@@ -1,8 +1,8 @@
-"""Forks, parallel sampling, preemption and statistics, end to end on a tiny random checkpoint.
+"""Forks, parallel sampling, continuous batching and statistics, end to end on a tiny random checkpoint.
 
 Every comparison is against an independent computation: a branch's logits against a fresh
-prefill of the same tokens (``LLM.logits``), a small pool's outputs against an ample pool's, a
-request in a crowd against the same request alone.
+prefill of the same tokens (``LLM.logits``), a crowd's outputs against the same request alone,
+``n`` samples against ``n = 1``.
 """
 
 from __future__ import annotations
@@ -10,84 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eager_core import LLM, RequestError, SamplingParams
+from eager_core import LLM, SamplingParams
 from eager_core.engine import Engine
 from eager_core.sequence import Request
-
-BS = 4
-STATS_KEYS = {"prompt_tokens", "generated_tokens", "decode_steps", "kv_blocks_peak", "kv_blocks_logical_peak",
-              "cow_copies", "preemptions", "wall_s"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's matmuls gain nothing from threads, and on a shared 2-core machine two
-    spinning threads made this file ~50x slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_llm(ckpt, num_blocks: int, **kwargs) -> LLM:
-    return LLM(str(ckpt), num_kv_blocks=num_blocks, block_size=BS, **kwargs)
-
-
-def token_lists(outputs) -> list[list[list[int]]]:
-    return [[c.token_ids for c in r.outputs] for r in outputs]
-
-
-def guard_steps(llm: LLM, limit: int) -> None:
-    """Fail instead of hanging if the scheduler livelocks (preempting and re-admitting forever)."""
-    step = llm.engine.step
-
-    def counted(policy):
-        counted.n += 1
-        assert counted.n <= limit, f"no completion after {limit} steps"
-        step(policy)
-    counted.n = 0
-    llm.engine.step = counted
-
-
-def assert_pool_empty(llm: LLM) -> None:
-    bm = llm.block_manager
-    assert bm.num_free == bm.num_blocks
-    bm.check([])
-
-
-def prompts_of(lengths: list[int], start: int = 3) -> list[list[int]]:
-    return [[(start + 7 * i + 3 * j) % 250 for j in range(n)] for i, n in enumerate(lengths)]
-
-
-def watch_preemptions(llm: LLM) -> list[tuple[int, int]]:
-    """Check every preemption: the victim is the most recently admitted family, all of it goes, and
-    no step copies more than one block per sequence. Returns (request id, finished sequences of
-    the family) per preemption."""
-    sched, bm, preempted = llm.scheduler, llm.block_manager, []
-    admitted: dict[int, int] = {}   # request id -> admission counter
-    schedule, preempt, run = sched.schedule, sched._preempt, llm.engine.runner.run
-
-    def watched_schedule():
-        batch = schedule()
-        for req in sched.running:
-            admitted.setdefault(req.request_id, len(admitted) + len(preempted))
-        return batch
-
-    def watched_preempt(req):
-        assert all(admitted[req.request_id] > admitted[r.request_id] for r in sched.running)
-        preempt(req)
-        assert all(not s.block_table and s.num_computed == 0 for s in req.live_seqs)
-        bm.check([s.block_table for r in sched.running for s in r.live_seqs])
-        del admitted[req.request_id]
-        preempted.append((req.request_id, sum(s.is_finished for s in req.seqs)))
-
-    def watched_run(items, num_decode, all_logits=False):
-        before = bm.cow_copies
-        out = run(items, num_decode, all_logits)
-        assert bm.cow_copies - before <= len(items)
-        return out
-    sched.schedule, sched._preempt, llm.engine.runner.run = watched_schedule, watched_preempt, watched_run
-    return preempted
+from kv_helpers import (BS, STATS_KEYS, assert_pool_empty, guard_steps, make_llm, prompts_of, token_lists,
+                        watch_preemptions)
+from kv_helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it here)
 
 
 # --- a branch is a sequence like any other ---------------------------------------------------------
@@ -212,97 +140,6 @@ def test_n8_stores_the_prompt_once(tiny_ckpt):
     assert stats["kv_blocks_logical_peak"] == 8 * 9
     assert 3 * stats["kv_blocks_peak"] < stats["kv_blocks_logical_peak"]
     assert stats["cow_copies"] == 7
-
-
-# --- a pool smaller than the work ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_small_pool_preempts_and_still_gives_the_ample_pool_outputs(tiny_ckpt, temperature):
-    prompts = prompts_of([5, 9, 13, 17, 6, 11, 3, 20])
-    params = SamplingParams(temperature=temperature, max_tokens=12, n=2, seed=7, ignore_eos=True)
-    ample = make_llm(tiny_ckpt, 400)
-    ref = ample.generate(prompt_token_ids=prompts, params=params)
-    assert ample.last_stats["preemptions"] == 0
-    small_blocks = ample.last_stats["kv_blocks_peak"] // 4
-    # The largest family (20-token prompt, 2 x 12 tokens) needs 5 shared + 2 x 3 own blocks.
-    assert small_blocks >= 11
-    small = make_llm(tiny_ckpt, small_blocks)
-    guard_steps(small, 1000)
-    preempted = watch_preemptions(small)
-    out = small.generate(prompt_token_ids=prompts, params=params)
-    assert len(preempted) == small.last_stats["preemptions"]
-    assert token_lists(out) == token_lists(ref)
-    assert all(c.finish_reason == "length" for r in out for c in r.outputs)
-    assert small.last_stats["preemptions"] > 0
-    assert small.last_stats["kv_blocks_peak"] <= small_blocks
-    assert_pool_empty(small)
-
-
-def test_recomputed_family_shares_its_prompt_again(tiny_ckpt):
-    """Two n=4 families with 30-token prompts in 24 blocks: the second is preempted after it has
-    forked. Recomputed without re-forking, its 4 copies of the prompt would need 36 blocks."""
-    prompts = prompts_of([30, 30], start=11)
-    params = SamplingParams(temperature=0, max_tokens=6, n=4, ignore_eos=True)
-    ref = make_llm(tiny_ckpt, 200).generate(prompt_token_ids=prompts, params=params)
-    small = make_llm(tiny_ckpt, 24)
-    guard_steps(small, 200)
-    out = small.generate(prompt_token_ids=prompts, params=params)
-    assert token_lists(out) == token_lists(ref)
-    assert small.last_stats["preemptions"] > 0
-
-
-def family_peak_blocks(prompt_len: int, max_tokens: int, n: int) -> int:
-    """Blocks n lockstep siblings forked after the prompt hold at their end: the prompt's full blocks
-    once, and each sibling's own blocks up to position prompt_len + max_tokens - 2 (a sequence's last
-    token is never fed back). Holds for max_tokens >= 2 or n == 1."""
-    last = -(-(prompt_len + max_tokens - 1) // BS)
-    return prompt_len // BS + n * (last - prompt_len // BS)
-
-
-@pytest.mark.parametrize("prompt_len,max_tokens,n", [(4, 1, 1), (9, 8, 1), (3, 2, 2), (3, 4, 2), (5, 4, 3),
-                                                     (9, 4, 2), (8, 5, 2)])
-def test_a_pool_of_exactly_one_family_serves_many_requests(tiny_ckpt, prompt_len, max_tokens, n):
-    """The exact need is enough (no deadlock, no spurious error); one block less is a RequestError."""
-    prompts = prompts_of([prompt_len] * 3)
-    params = SamplingParams(temperature=1.0, seed=3, max_tokens=max_tokens, n=n, ignore_eos=True)
-    exact = family_peak_blocks(prompt_len, max_tokens, n)
-    ref = make_llm(tiny_ckpt, 100).generate(prompt_token_ids=prompts, params=params)
-    tight = make_llm(tiny_ckpt, exact)
-    guard_steps(tight, 300)
-    assert token_lists(tight.generate(prompt_token_ids=prompts, params=params)) == token_lists(ref)
-    assert tight.last_stats["kv_blocks_peak"] == exact
-    assert_pool_empty(tight)
-    if exact == 1:
-        return
-    too_small = make_llm(tiny_ckpt, exact - 1)
-    guard_steps(too_small, 300)
-    with pytest.raises(RequestError, match="KV pool too small"):
-        too_small.generate(prompt_token_ids=prompts, params=params)
-    assert_pool_empty(too_small)   # the error returned every block; the engine is usable again
-    short = SamplingParams(temperature=1.0, seed=3, max_tokens=1, n=n, ignore_eos=True)
-    assert token_lists(too_small.generate(prompt_token_ids=prompts, params=short)) == [
-        [c[:1] for c in r] for r in token_lists(ref)]
-
-
-def test_family_larger_than_the_pool_is_an_error_not_a_hang(tiny_ckpt):
-    # One sequence fits in 4 blocks (12 + 4 - 1 positions); a family of four needs 3 + 4 x 1.
-    llm = make_llm(tiny_ckpt, 5)
-    guard_steps(llm, 100)
-    prompt = prompts_of([12])
-    llm.generate(prompt_token_ids=prompt, params=SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
-    with pytest.raises(RequestError, match="KV pool too small"):
-        llm.generate(prompt_token_ids=prompt, params=SamplingParams(temperature=0, max_tokens=4, n=4,
-                                                                    ignore_eos=True))
-    assert_pool_empty(llm)
-
-
-def test_n_above_max_num_seqs_is_refused(tiny_ckpt):
-    llm = make_llm(tiny_ckpt, 32, max_num_seqs=2)
-    guard_steps(llm, 50)
-    with pytest.raises(RequestError, match="max_num_seqs"):
-        llm.generate(prompt_token_ids=[[1, 2, 3]], params=SamplingParams(n=3))
-    assert_pool_empty(llm)
 
 
 # --- continuous batching ---------------------------------------------------------------------------
