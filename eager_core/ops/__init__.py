@@ -1,0 +1,13 @@
+"""Compiled and reference ops of eager_core (bottom layer: imports nothing above torch).
+
+entropy_gate            fused per-row entropy / top-k entropy / top-2 / branch decision
+entropy_gate_reference  the same in plain PyTorch ops (fallback, benchmark baseline, test oracle)
+backend                 which implementation entropy_gate uses: "cuda", "cpp" or "torch"
+"""
+
+from eager_core.ops._extension import backend
+from eager_core.ops.entropy_gate import entropy_gate
+from eager_core.ops.entropy_reference import entropy_gate_reference
+from eager_core.ops.entropy_result import EntropyGateResult
+
+__all__ = ["entropy_gate", "entropy_gate_reference", "backend", "EntropyGateResult"]
