@@ -22,7 +22,7 @@ from eager_core.io.checkpoint import resolve_dtype
 from eager_core.io.gguf_config import build_generation_config, build_model_config
 from eager_core.io.gguf_file import GGUFFile
 from eager_core.io.gguf_tensors import (REQUIRED_LAYER_TENSORS, check_quantization, dequantize, hf_name,
-                                        unpermute_qk)
+                                        hf_shape, unpermute_qk)
 from eager_core.io.gguf_tokenizer import build_tokenizer
 from eager_core.io.safetensors_format import write_safetensors
 
@@ -39,6 +39,11 @@ def _tensor_plan(gg: GGUFFile, config: dict) -> list[tuple[str, str]]:
     missing += [n for n in ("token_embd.weight", "output_norm.weight") if n not in present]
     if missing:
         raise CheckpointError(f"{gg.path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    for name, hf in plan:
+        shape, expected = tuple(int(d) for d in reversed(gg.tensors[name].shape)), hf_shape(hf, config)
+        if shape != expected:
+            raise CheckpointError(f"{gg.path}: tensor {name!r} has shape {shape}, expected {expected} "
+                                  "from the model's metadata")
     return plan
 
 
@@ -63,12 +68,18 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: torch.dtype 
     Raises ``CheckpointError`` for a missing, truncated or corrupt file, a non-llama architecture, an
     unsupported quantization or tokenizer, and if ``out_dir`` exists (unless ``overwrite``).
     """
+    return write_checkpoint(GGUFFile(gguf_path), out_dir, dtype, overwrite)
+
+
+def write_checkpoint(gg: GGUFFile, out_dir: str | Path, dtype: torch.dtype | str = torch.float32,
+                     overwrite: bool = False) -> Path:
+    """``convert_gguf`` for an already parsed file. Everything is checked before anything is written."""
     torch_dtype = resolve_dtype(dtype)
-    gg = GGUFFile(gguf_path)
     config = build_model_config(gg, _DTYPE_NAMES[torch_dtype])
     check_quantization(gg.tensors)
     plan = _tensor_plan(gg, config)
     tokenizer, tokenizer_config = build_tokenizer(gg)
+    tokenizer_config["model_max_length"] = config["max_position_embeddings"]
     if tokenizer.get_vocab_size(with_added_tokens=True) > config["vocab_size"]:
         raise CheckpointError(f"{gg.path}: the tokenizer has {tokenizer.get_vocab_size(with_added_tokens=True)} "
                               f"tokens but the embedding only {config['vocab_size']} rows")

@@ -18,6 +18,7 @@ import torch
 from eager_core.errors import CheckpointError
 from eager_core.io.gguf_file import GGUFFile
 from eager_core.io.gguf_tensors import dequantize
+from eager_core.io.gguf_tokenizer import vocabulary
 
 # Control tokens llama.cpp also treats as end of generation, besides the declared EOS/EOT/EOM ids.
 _END_OF_GENERATION_TEXTS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
@@ -72,7 +73,7 @@ def _rope_scaling(gg: GGUFFile, theta: float, head_dim: int) -> dict | None:
         raise CheckpointError(f"{gg.path}: rope_freqs has {stored.size} values, expected {head_dim // 2}")
     if np.allclose(stored, 1.0):
         return None
-    original = int(gg.get("llama.rope.scaling.original_context_length", 8192))
+    original = _int(gg, "llama.rope.scaling.original_context_length", 8192)
     params = {"factor": float(stored.max()), "low_freq_factor": 1.0, "high_freq_factor": 4.0,
               "original_max_position_embeddings": original}
     factors = llama3_rope_factors(theta, head_dim, params["factor"], 1.0, 4.0, original)
@@ -110,7 +111,7 @@ def build_model_config(gg: GGUFFile, dtype_name: str) -> dict:
                                   f"implies {shape}")
     if heads % kv_heads:
         raise CheckpointError(f"{gg.path}: {heads} attention heads are not a multiple of {kv_heads} KV heads")
-    tokenizer_ids = {k: gg.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding")}
+    tokenizer_ids = {k: _token_id(gg, k) for k in ("bos", "eos", "padding")}
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -139,24 +140,26 @@ def build_model_config(gg: GGUFFile, dtype_name: str) -> dict:
     }
 
 
+def _token_id(gg: GGUFFile, name: str) -> int | None:
+    """``tokenizer.ggml.<name>_token_id`` if it is a valid id of the vocabulary, else None."""
+    i = gg.get(f"tokenizer.ggml.{name}_token_id")
+    valid = isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(vocabulary(gg)[0])
+    return i if valid else None
+
+
 def end_of_generation_ids(gg: GGUFFile) -> list[int]:
     """EOS first, then EOT/EOM and the control tokens llama.cpp also stops on (e.g. ``<|endoftext|>``)."""
-    ids = [gg.get(f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
-    tokens = gg.get("tokenizer.ggml.tokens") or []
-    types = gg.get("tokenizer.ggml.token_type") or []
+    tokens, types = vocabulary(gg)
+    ids = [_token_id(gg, k) for k in ("eos", "eot", "eom")]
     ids += [i for i, (text, kind) in enumerate(zip(tokens, types))
             if kind == _CONTROL and text in _END_OF_GENERATION_TEXTS]
-    unique: list[int] = []
-    for i in ids:
-        if isinstance(i, int) and 0 <= i < len(tokens) and i not in unique:
-            unique.append(i)
-    return unique
+    return [i for i in dict.fromkeys(ids) if i is not None]
 
 
 def build_generation_config(gg: GGUFFile) -> dict:
     """``generation_config.json``: BOS, PAD and every end-of-generation id (EOS first)."""
     eos = end_of_generation_ids(gg)
-    config: dict = {"bos_token_id": gg.get("tokenizer.ggml.bos_token_id"),
+    config: dict = {"bos_token_id": _token_id(gg, "bos"),
                     "eos_token_id": eos[0] if len(eos) == 1 else (eos or None),
-                    "pad_token_id": gg.get("tokenizer.ggml.padding_token_id")}
+                    "pad_token_id": _token_id(gg, "padding")}
     return {k: v for k, v in config.items() if v is not None}

@@ -67,6 +67,18 @@ def hf_name(gguf_name: str, num_layers: int) -> str | None:
                           "architecture's layers are not supported)")
 
 
+def hf_shape(name: str, config: dict) -> tuple[int, ...]:
+    """The shape the HF Llama model expects for parameter ``name`` under ``config``."""
+    h, d, i, v = config["hidden_size"], config["head_dim"], config["intermediate_size"], config["vocab_size"]
+    q, kv = config["num_attention_heads"] * d, config["num_key_value_heads"] * d
+    shapes = {"embed_tokens.weight": (v, h), "lm_head.weight": (v, h), "norm.weight": (h,),
+              "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
+              "q_proj.weight": (q, h), "k_proj.weight": (kv, h), "v_proj.weight": (kv, h),
+              "q_proj.bias": (q,), "k_proj.bias": (kv,), "v_proj.bias": (kv,), "o_proj.weight": (h, q),
+              "gate_proj.weight": (i, h), "up_proj.weight": (i, h), "down_proj.weight": (h, i)}
+    return shapes[".".join(name.split(".")[-2:])]
+
+
 @lru_cache(maxsize=None)
 def can_dequantize(qtype: gguf.GGMLQuantizationType) -> bool:
     """Whether the installed ``gguf`` package can dequantize this type (probed on one zero block)."""

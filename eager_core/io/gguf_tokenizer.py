@@ -46,15 +46,24 @@ def byte_alphabet() -> dict[int, str]:
     return mapping
 
 
-def _tokenizer_fields(gg: GGUFFile) -> tuple[list[str], list[int]]:
+def vocabulary(gg: GGUFFile) -> tuple[list[str], list[int]]:
+    """The token strings and their llama.cpp types, checked to be well-formed and of equal length."""
     tokens = gg.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
         raise CheckpointError(f"{gg.path}: tokenizer.ggml.tokens is missing or not a list of strings")
-    types = gg.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    if len(types) != len(tokens):
-        raise CheckpointError(f"{gg.path}: tokenizer.ggml.token_type has {len(types)} entries for "
-                              f"{len(tokens)} tokens")
-    return tokens, list(types)
+    types = gg.get("tokenizer.ggml.token_type", [1] * len(tokens))
+    if not isinstance(types, list) or len(types) != len(tokens) or \
+            not all(isinstance(k, int) and not isinstance(k, bool) for k in types):
+        raise CheckpointError(f"{gg.path}: tokenizer.ggml.token_type must be one integer per token "
+                              f"({len(tokens)} tokens)")
+    return tokens, types
+
+
+def _string_list(gg: GGUFFile, key: str) -> list[str]:
+    value = gg.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CheckpointError(f"{gg.path}: {key} must be a list of strings")
+    return value
 
 
 def _byte_level_model(gg: GGUFFile, tokens: list[str]) -> tuple[Tokenizer, set[str]]:
@@ -65,13 +74,14 @@ def _byte_level_model(gg: GGUFFile, tokens: list[str]) -> tuple[Tokenizer, set[s
     for i, t in enumerate(tokens):
         vocab.setdefault(t if set(t) <= spelled else "".join(alphabet[b] for b in t.encode("utf-8")), i)
     merges = []
-    for line in gg.get("tokenizer.ggml.merges") or []:
+    for line in _string_list(gg, "tokenizer.ggml.merges"):
         parts = line.split(" ")
         if len(parts) != 2:
             raise CheckpointError(f"{gg.path}: merge {line!r} is not two tokens separated by one space")
         merges.append((parts[0], parts[1]))
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     pre = gg.get("tokenizer.ggml.pre", "default")
+    pre = pre if isinstance(pre, str) else "default"
     prefix = bool(gg.get("tokenizer.ggml.add_space_prefix", False))
     if pre in _LLAMA3_PRE_TYPES:
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"),
@@ -101,7 +111,8 @@ def spm_merges(tokens: list[str], scores: list[float], skip: set[int]) -> list[t
 
 def _sentencepiece_model(gg: GGUFFile, tokens: list[str], types: list[int]) -> Tokenizer:
     scores = gg.get("tokenizer.ggml.scores")
-    if not isinstance(scores, list) or len(scores) != len(tokens):
+    if not isinstance(scores, list) or len(scores) != len(tokens) or \
+            not all(isinstance(v, (int, float)) for v in scores):
         raise CheckpointError(f"{gg.path}: a sentencepiece vocabulary needs tokenizer.ggml.scores "
                               f"for each of its {len(tokens)} tokens")
     skip = {i for i, kind in enumerate(types) if kind not in (1, _USER_DEFINED)}
@@ -122,12 +133,12 @@ def _sentencepiece_model(gg: GGUFFile, tokens: list[str], types: list[int]) -> T
 
 def _named(gg: GGUFFile, tokens: list[str], key: str) -> str | None:
     i = gg.get(f"tokenizer.ggml.{key}_token_id")
-    return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+    return tokens[i] if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(tokens) else None
 
 
 def build_tokenizer(gg: GGUFFile) -> tuple[Tokenizer, dict]:
     """The ``tokenizers`` object and the ``tokenizer_config.json`` contents for this GGUF."""
-    tokens, types = _tokenizer_fields(gg)
+    tokens, types = vocabulary(gg)
     kind = gg.get("tokenizer.ggml.model")
     if kind == "gpt2":
         tok, spelled = _byte_level_model(gg, tokens)
@@ -158,7 +169,6 @@ def build_tokenizer(gg: GGUFFile) -> tuple[Tokenizer, dict]:
         "bos_token": bos, "eos_token": eos, "unk_token": named["unknown"], "pad_token": named["padding"],
         "add_bos_token": add_bos, "add_eos_token": add_eos,
         "clean_up_tokenization_spaces": False,
-        "model_max_length": gg.get("llama.context_length", 2048),
     }
     template = gg.get("tokenizer.chat_template")
     if isinstance(template, str):

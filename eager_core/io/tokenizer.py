@@ -2,12 +2,12 @@
 
 Encoding follows transformers' ``AutoTokenizer`` for the same folder:
 
-* ``encode(text, add_special_tokens)`` runs the ``tokenizers`` pipeline, whose post-processor adds
-  BOS/EOS when ``add_special_tokens`` is true. As in transformers, when ``tokenizer_config.json``
-  states ``add_bos_token`` / ``add_eos_token`` (or ``tokenizer.json`` has no post-processor), the
-  post-processor is rebuilt from those flags and the configured BOS/EOS tokens.
+* ``encode(text, add_special_tokens)`` runs the ``tokenizers`` pipeline; with ``add_special_tokens``
+  the post-processor of ``tokenizer.json`` adds what it declares (BOS for Llama-style tokenizers,
+  nothing for SmolLM2). Like transformers 5 loading a folder, the ``add_bos_token`` /
+  ``add_eos_token`` flags of ``tokenizer_config.json`` do not override ``tokenizer.json``.
 * ``decode(ids, skip_special_tokens)`` drops special added tokens when asked and applies
-  ``clean_up_tokenization_spaces`` when the config asks for it.
+  ``clean_up_tokenization_spaces`` when the config asks for it (never for BPE models, as transformers).
 
 EOS ids come from ``generation_config.json`` (int or list), else ``config.json``, else the
 tokenizer config's ``eos_token``.
@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import Tokenizer as _HFTokenizer
-from tokenizers import processors
 
 from eager_core.errors import CheckpointError
 from eager_core.io.chat_template import render_chat_template
@@ -78,9 +77,10 @@ class Tokenizer:
             if text is not None and backend.token_to_id(text) is not None:
                 self.special_tokens[name] = text
         self.chat_template: str | None = self._pick_template(config.get("chat_template"))
-        self._cleanup = bool(config.get("clean_up_tokenization_spaces", False))
-        if "add_bos_token" in config or "add_eos_token" in config or backend.post_processor is None:
-            self._rebuild_post_processor(bool(config.get("add_bos_token")), bool(config.get("add_eos_token")))
+        # transformers 5 skips this clean-up for BPE models (it would delete real spaces) unless forced.
+        force = config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False)
+        self._cleanup = bool(config.get("clean_up_tokenization_spaces", False)) and (
+            type(backend.model).__name__ != "BPE" or bool(force))
         self._eos_ids = eos_token_ids or ([self.token_to_id(self.special_tokens["eos_token"])]
                                           if "eos_token" in self.special_tokens else [])
         added = backend.get_added_tokens_decoder()
@@ -94,15 +94,6 @@ class Tokenizer:
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")
         return template if isinstance(template, str) else None
-
-    def _rebuild_post_processor(self, add_bos: bool, add_eos: bool) -> None:
-        bos, eos = self.special_tokens.get("bos_token"), self.special_tokens.get("eos_token")
-        add_bos, add_eos = add_bos and bos is not None, add_eos and eos is not None
-        single = (f"{bos}:0 " if add_bos else "") + "$A:0" + (f" {eos}:0" if add_eos else "")
-        pair = single + (f" {bos}:1" if add_bos else "") + " $B:1" + (f" {eos}:1" if add_eos else "")
-        specials = ([(bos, self.token_to_id(bos))] if add_bos else []) + \
-                   ([(eos, self.token_to_id(eos))] if add_eos else [])
-        self._tok.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
 
     @classmethod
     def from_dir(cls, ckpt_dir: str | Path) -> "Tokenizer":
