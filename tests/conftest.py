@@ -28,3 +28,11 @@ def tiny_ckpt_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_ckpt_factory) -> Path:
     return tiny_ckpt_factory("llama")
+
+
+@pytest.fixture(scope="session")
+def smol_llm():
+    """The real default model (SmolLM2-135M-Instruct, float32), converted once into the cache."""
+    from eager_core import LLM
+
+    return LLM(None, num_kv_blocks=512)
