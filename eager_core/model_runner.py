@@ -79,9 +79,7 @@ class ModelRunner:
         bs = self.block_size
         ctx = torch.tensor([s.num_computed + 1 for s in seqs], dtype=torch.long)
         width = max(len(s.block_table) for s in seqs)
-        tables = torch.zeros(len(seqs), width, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            tables[i, :len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.long)
+        tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs], dtype=torch.long)
         C = int(ctx.max())
         pos = torch.arange(C)
         slots = tables[:, pos // bs] * bs + pos % bs

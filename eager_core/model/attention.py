@@ -69,7 +69,9 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     if nd:
         k = k_cache[meta.decode_slots].transpose(1, 2)   # [B, kvh, C, hd]
         v = v_cache[meta.decode_slots].transpose(1, 2)
-        o = F.scaled_dot_product_attention(q[:nd].unsqueeze(2), k, v, attn_mask=meta.decode_mask,
+        # Equal context lengths (one sequence, or n samples of one prompt) need no mask.
+        mask = None if meta.decode_mask is None or bool(meta.decode_mask.all()) else meta.decode_mask
+        o = F.scaled_dot_product_attention(q[:nd].unsqueeze(2), k, v, attn_mask=mask,
                                            scale=scale, enable_gqa=True)  # [B, heads, 1, hd]
         out[:nd] = o.squeeze(2)
     for chunk in meta.prefills:

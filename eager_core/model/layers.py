@@ -18,6 +18,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     The upcast matters in bf16/fp16: the mean of squares over 4k channels loses digits otherwise.
     """
     dtype = x.dtype
+    if dtype == torch.float32:   # one fused kernel, bit-identical to the formula below in float32
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * x32.to(dtype)
@@ -53,17 +55,24 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict[str, Any] | None) -
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [T, head_dim] for the given positions, computed once per forward for all layers."""
+    """cos and *signed* sin tables [T, 1, head_dim], computed once per forward for all layers.
+
+    The sign of the first half of sin is flipped so that rotating needs one ``roll`` instead of a
+    negate and a concatenation (see ``apply_rope``).
+    """
     freqs = positions.float()[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    sin = emb.sin()
+    sin[:, :inv_freq.shape[0]] *= -1
+    return emb.cos().to(dtype)[:, None, :], sin.to(dtype)[:, None, :]
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [T, heads, head_dim] by position, with the half-split layout HF checkpoints use."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [T, heads, head_dim] by position, in the half-split layout HF checkpoints use.
+
+    rotate_half(x) = [-x2, x1] = roll(x, half) * [-1, +1]; the signs live in ``signed_sin``.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 # ---------------------------------------------------------------------------------------------

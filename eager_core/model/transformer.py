@@ -113,8 +113,11 @@ class Transformer:
             if lw.q_norm is not None:  # Qwen3: RMSNorm per head before RoPE
                 q = rms_norm(q, lw.q_norm, cfg.rms_norm_eps)
                 k = rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
-            if cfg.rope_layers[i]:
-                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                if cfg.rope_layers[i]:
+                    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            elif cfg.rope_layers[i]:   # rotate q and k heads together: one set of ops instead of two
+                qk = apply_rope(qkv[:, :q_out + kv_out].view(T, cfg.num_heads + cfg.num_kv_heads, hd), cos, sin)
+                q, k = qk[:, :cfg.num_heads], qk[:, cfg.num_heads:]
             k_cache, v_cache = kv_cache[i, 0], kv_cache[i, 1]
             write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
             attn = paged_attention(q, k_cache, v_cache, meta, self.scale)
