@@ -68,6 +68,8 @@ def read_json_file(path: Path, error: type[Exception] = ConfigError) -> object:
     except json.JSONDecodeError as e:
         hint = " (the file looks truncated)" if e.pos >= len(text.rstrip()) else ""
         raise error(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}{hint}") from e
+    except RecursionError as e:   # e.g. "[[[[..." nested deeper than the parser's stack
+        raise error(f"{path}: malformed JSON: nested too deeply to parse") from e
 
 
 def _read_json_object(path: Path) -> dict:

@@ -100,15 +100,10 @@ def build_model_config(gg: GGUFFile, dtype_name: str) -> dict:
     kv_heads = _int(gg, "llama.attention.head_count_kv", heads)
     head_dim = _int(gg, "llama.attention.key_length", hidden // heads)
     theta = _float(gg, "llama.rope.freq_base", 10000.0)
-    vocab, embed_dim = _shape(gg, "token_embd.weight")
-    intermediate = _shape(gg, "blk.0.ffn_gate.weight")[0]
-    expected = {"token_embd.weight": (vocab, hidden), "blk.0.attn_q.weight": (heads * head_dim, hidden),
-                "blk.0.attn_k.weight": (kv_heads * head_dim, hidden), "blk.0.attn_v.weight": (kv_heads * head_dim, hidden),
-                "blk.0.ffn_gate.weight": (_int(gg, "llama.feed_forward_length", intermediate), hidden)}
-    for name, shape in expected.items():
-        if _shape(gg, name) != shape:
-            raise CheckpointError(f"{gg.path}: tensor {name!r} has shape {_shape(gg, name)}, but the metadata "
-                                  f"implies {shape}")
+    # The vocabulary and FFN sizes come from the tensors (the metadata may omit them); every tensor's
+    # shape is then checked against this config before anything is written (gguf.py).
+    vocab = _shape(gg, "token_embd.weight")[0]
+    intermediate = _int(gg, "llama.feed_forward_length", _shape(gg, "blk.0.ffn_gate.weight")[0])
     if heads % kv_heads:
         raise CheckpointError(f"{gg.path}: {heads} attention heads are not a multiple of {kv_heads} KV heads")
     tokenizer_ids = {k: _token_id(gg, k) for k in ("bos", "eos", "padding")}

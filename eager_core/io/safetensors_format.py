@@ -89,7 +89,7 @@ def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
         raise CheckpointError(f"{path}: cannot read safetensors file: {e}") from e
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:   # (nested too deeply)
         raise _fail(path, f"header is not valid JSON ({e})") from e
     if not isinstance(header, dict):
         raise _fail(path, f"header must be a JSON object, got {type(header).__name__}")

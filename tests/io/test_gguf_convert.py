@@ -120,6 +120,15 @@ def test_empty_gguf(tmp_path: Path) -> None:
         convert_gguf(tmp_path / "x.gguf", tmp_path / "ckpt")
 
 
+def test_unsupported_gguf_version(make_tiny_gguf, tmp_path: Path) -> None:
+    path, _ = make_tiny_gguf()
+    raw = bytearray(path.read_bytes())
+    raw[4:8] = (7).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="GGUF version 7 is not supported"):
+        convert_gguf(path, tmp_path / "ckpt")
+
+
 @pytest.mark.parametrize("keep", [0.02, 0.5, 0.999])
 def test_truncated_gguf(make_tiny_gguf, tmp_path: Path, keep: float) -> None:
     path, _ = make_tiny_gguf()

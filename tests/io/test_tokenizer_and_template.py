@@ -63,7 +63,8 @@ def test_strftime_now_is_available(ckpt: Path) -> None:
 
 
 def test_template_calling_raise_exception_is_a_request_error(ckpt: Path) -> None:
-    template = "{% if messages[0]['role'] != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}"
+    template = ("{% if messages[0]['role'] != 'system' %}"
+                "{{ raise_exception('first message must be system') }}{% endif %}")
     with pytest.raises(RequestError, match="first message must be system"):
         Tokenizer.from_dir(ckpt).apply_chat_template([{"role": "user", "content": "x"}], chat_template=template)
 
