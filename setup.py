@@ -68,7 +68,7 @@ def _extension_setup() -> dict:
             CPU_SOURCES + CUDA_SOURCES,
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=[("EG_WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
             extra_link_args=link_flags,
         )
     else:

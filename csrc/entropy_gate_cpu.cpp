@@ -39,6 +39,7 @@ using simd::kChunk;
 constexpr int64_t kListMax = 64;
 constexpr int64_t kScanBlock = 128;  // top-k scan granularity inside a chunk
 constexpr int64_t kMinSegment = 16 * kChunk;  // below 32K elements a split costs more than it saves
+constexpr int64_t kMinParallelWork = 64 * 1024;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 /* Best-first list of (value, id); see the file comment for the tie rule. */
@@ -167,7 +168,9 @@ void entropy_gate_cpu_run(const EgArgs& a) {
                     static_cast<int>(merged.n), hk_outside);
   };
 
-  at::parallel_for(0, B * nseg, 1, [&](int64_t lo, int64_t hi) {
+  // At least kMinParallelWork elements per task: below that, waking threads costs more.
+  const int64_t grain = std::max<int64_t>(1, kMinParallelWork / seg_len);
+  at::parallel_for(0, B * nseg, grain, [&](int64_t lo, int64_t hi) {
     std::vector<float> scratch(kChunk);
     std::vector<float> select_buf;
     for (int64_t w = lo; w < hi; ++w) {

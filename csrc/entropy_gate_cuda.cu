@@ -8,10 +8,11 @@
  * vector loads when aligned, the next tile prefetched into registers while this one is used):
  *   - each thread keeps an online (max m, S = sum e^(x-m), T = sum e^(x-m)(x-m)) summary;
  *   - top-k: the block's best list_len keys live in warp 0's registers (lane j holds the
- *     j-th best). Every thread proposes its elements whose key beats the list's last entry
- *     (the "floor", read from shared memory) into a shared candidate buffer; warp 0 inserts
- *     them with ballot/shuffle, raising the floor as it goes. After the first tile or two
- *     the floor is high and a typical tile has no candidate, so the common tile costs two
+ *     j-th best). The first tile seeds the list with the best thread maxima (bitonic sort per
+ *     warp, bitonic merges across warps). Then every thread proposes its elements whose key
+ *     beats the list's last entry (the "floor", read from shared memory) into a shared
+ *     candidate buffer, and warp 0 inserts them with ballot/shuffle, raising the floor as it
+ *     goes. Insertions total about k (1 + ln(tiles)); a tile without candidates costs one
  *     __syncthreads and no merge.
  *   - the summaries are reduced over warps with eg_combine; warp 0 writes the row's outputs
  *     (one split) or a Partial record merged by gate_finalize_kernel (several splits).
@@ -24,11 +25,12 @@
 #include <stdint.h>
 
 #include "entropy_gate.h"
+#include "entropy_gate_cuda_warp.cuh"
 #include "entropy_gate_math.h"
 
 namespace {
 
-typedef unsigned long long Key;  // the shuffle intrinsics have overloads for this exact type
+using namespace eg_cuda;  // NOLINT: Key, make_key, load_vec, warp_* helpers
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -36,93 +38,12 @@ constexpr int kVec = 8;
 constexpr int kTile = kThreads * kVec;
 constexpr int kMaxSplits = 32;  // gate_finalize_kernel reads one split per lane
 constexpr int64_t kMinSlice = 4 * kTile;
-constexpr unsigned kFull = 0xffffffffu;
 
 struct Partial {
   float m, S, T;
   int bad;
   Key keys[EG_CUDA_MAX_LIST];
 };
-
-__device__ __forceinline__ Key make_key(float v, int64_t id) {
-  uint32_t u = __float_as_uint(v);
-  if ((u << 1) == 0u) u = 0u;                        // -0.0 == +0.0: same key, tie by id
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);    // float order -> unsigned order
-  return (Key(u) << 32) | Key(~uint32_t(id));        // lower id -> larger low word
-}
-
-__device__ __forceinline__ float key_value(Key k) {
-  const uint32_t u = uint32_t(k >> 32);
-  return __uint_as_float((u & 0x80000000u) ? (u & 0x7fffffffu) : ~u);
-}
-
-__device__ __forceinline__ int64_t key_id(Key k) { return int64_t(~uint32_t(k)); }
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
-__device__ __forceinline__ void unpack16(uint32_t w, float* out, const __nv_bfloat16*) {
-  out[0] = __uint_as_float(w << 16);
-  out[1] = __uint_as_float(w & 0xffff0000u);
-}
-__device__ __forceinline__ void unpack16(uint32_t w, float* out, const __half*) {
-  out[0] = __half2float(__ushort_as_half((unsigned short)(w & 0xffffu)));
-  out[1] = __half2float(__ushort_as_half((unsigned short)(w >> 16)));
-}
-
-/* x[j] = row[i0 + j] for i0 + j < end, else -inf (neutral for max and sums). */
-template <typename T, bool kAligned>
-__device__ __forceinline__ void load_vec(const T* row, int64_t i0, int64_t end, float (&x)[kVec]) {
-  if (kAligned && i0 + kVec <= end) {
-    if constexpr (sizeof(T) == 4) {
-      const float4 a = __ldg(reinterpret_cast<const float4*>(row + i0));
-      const float4 b = __ldg(reinterpret_cast<const float4*>(row + i0) + 1);
-      x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
-      x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
-    } else {
-      const uint4 w = __ldg(reinterpret_cast<const uint4*>(row + i0));
-      unpack16(w.x, x + 0, row); unpack16(w.y, x + 2, row);
-      unpack16(w.z, x + 4, row); unpack16(w.w, x + 6, row);
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) x[j] = i0 + j < end ? to_float(row[i0 + j]) : -INFINITY;
-  }
-}
-
-/* Insert into warp-held `list` (lane j = j-th best key, list_len entries, 0 = empty) every
- * candidate key beating the list's floor. Called by a whole warp. */
-__device__ Key warp_merge(Key list, const Key* cand, int count, int list_len) {
-  const int lane = threadIdx.x & 31;
-  Key floor = __shfl_sync(kFull, list, list_len - 1);
-  for (int base = 0; base < count; base += 32) {
-    const Key mine = base + lane < count ? cand[base + lane] : 0ull;
-    unsigned pending = __ballot_sync(kFull, mine > floor);
-    while (pending) {
-      const Key key = __shfl_sync(kFull, mine, __ffs(pending) - 1);
-      // Entries above `key` form a prefix of the sorted list: its length is key's rank.
-      const int pos = __popc(__ballot_sync(kFull, lane < list_len && list > key));
-      const Key up = __shfl_up_sync(kFull, list, 1);
-      if (lane < list_len) list = lane == pos ? key : (lane > pos ? up : list);
-      floor = __shfl_sync(kFull, list, list_len - 1);
-      pending &= pending - 1;
-      pending &= __ballot_sync(kFull, mine > floor);
-    }
-  }
-  return list;
-}
-
-/* Combine (m, S, T) across the lanes of a warp; every lane ends with the total. */
-__device__ __forceinline__ void warp_combine(float& m, float& S, float& T) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float m2 = __shfl_xor_sync(kFull, m, off);
-    const float S2 = __shfl_xor_sync(kFull, S, off);
-    const float T2 = __shfl_xor_sync(kFull, T, off);
-    eg_combine(m, S, T, m2, S2, T2);
-  }
-}
 
 /* Lane 0 of a warp writes row `row` from the warp's list (staged through shared memory). */
 __device__ void finalize_from_keys(const EgArgs& a, int64_t row, float m, float S, float T, bool bad,
@@ -161,6 +82,7 @@ gate_rows_kernel(EgArgs a, int splits, int64_t slice, int list_len, Partial* par
   float m = -INFINITY, S = 0.0f, T_ = 0.0f;
   bool bad = false;
   float x[kVec], nx[kVec];
+  Key seed = 0ull;
   int64_t i0 = begin + tid * kVec;
   load_vec<T, kAligned>(p, i0, end, x);
   int it = 0;
@@ -190,20 +112,46 @@ gate_rows_kernel(EgArgs a, int splits, int64_t slice, int list_len, Partial* par
       }
     }
 
-    // Propose candidates, one shared atomic per warp and vector slot.
+    if (it == 0) {
+      // Seed the list with the best list_len thread maxima of the first tile: real elements,
+      // so the floor starts near the tile's top instead of at 0, and the first tile proposes
+      // a handful of candidates instead of all kTile elements.
+      for (int j = 0; j < kVec; ++j)
+        if (i0 + j < end) seed = max(seed, make_key(x[j], i0 + j));
+      s_cand[tid] = warp_sort_desc(seed);
+      __syncthreads();
+      if (warp == 0) {
+        list = lane < list_len ? s_cand[lane] : 0ull;
+        for (int w = 1; w < kWarps; ++w) list = warp_merge_sorted(list, s_cand[w * 32 + lane], list_len);
+        const Key f = __shfl_sync(kFull, list, list_len - 1);
+        if (lane == 0) s_floor = f;
+      }
+      __syncthreads();
+    }
+
+    // Propose candidates, one shared atomic per warp and vector slot. A thread's seed is
+    // never proposed: it is in the list already, or below the floor.
     const Key floor = s_floor;
+    const bool open = floor == 0ull;  // list not full: everything is a candidate
+    const float floor_value = open ? -INFINITY : key_value(floor);
     int* cnt = &s_count[it % 3];
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      const Key k = i0 + j < end ? make_key(x[j], i0 + j) : 0ull;
-      const unsigned mask = __ballot_sync(kFull, k > floor);
+      bool pass = false;
+      Key k = 0ull;
+      if (i0 + j < end && (open || x[j] >= floor_value)) {  // cheap float test first
+        k = make_key(x[j], i0 + j);
+        pass = k > floor && k != seed;
+      }
+      const unsigned mask = __ballot_sync(kFull, pass);
       if (mask) {
         int first = 0;
         if (lane == 0) first = atomicAdd(cnt, __popc(mask));
         first = __shfl_sync(kFull, first, 0);
-        if (k > floor) s_cand[first + __popc(mask & ((1u << lane) - 1u))] = k;
+        if (pass) s_cand[first + __popc(mask & ((1u << lane) - 1u))] = k;
       }
     }
+    seed = 0ull;  // later tiles have no seeds
     __syncthreads();
     const int c = *cnt;
     // Counter it+2 was last read in tile it-1 (before the barrier above) and is next written
@@ -272,13 +220,29 @@ int64_t slice_length(int64_t vocab, int splits) {
   return (s + kTile - 1) / kTile * kTile;
 }
 
+/* Blocks of gate_rows_kernel one multiprocessor holds at once (registers bound it: 48 per
+ * thread gives 5 blocks of 256 threads on sm_90). Asked once per process. */
+int resident_blocks_per_sm() {
+  static const int blocks = [] {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gate_rows_kernel<float, true>, kThreads, 0) != cudaSuccess || n < 1) {
+      cudaGetLastError();  // clear the error: the caller's next launch must not see it
+      n = 4;
+    }
+    return n;
+  }();
+  return blocks;
+}
+
 }  // namespace
 
 extern "C" int eg_cuda_splits(int64_t rows, int64_t vocab, int sm_count) {
-  // About four resident blocks per multiprocessor keep enough loads in flight to approach
-  // HBM bandwidth; splitting a row further than kMinSlice elements only adds merge work.
+  // Enough blocks to fill every multiprocessor once (one wave): all of them streaming keeps
+  // loads in flight for HBM even while some wait on a top-k merge, and no second partial
+  // wave. Splitting a row below kMinSlice elements only adds merge work.
   if (rows <= 0) return 1;
-  int64_t s = (4 * int64_t(sm_count > 0 ? sm_count : 1) + rows - 1) / rows;
+  const int64_t wave = int64_t(resident_blocks_per_sm()) * int64_t(sm_count > 0 ? sm_count : 1);
+  int64_t s = wave / rows;  // rounded down: rows * s blocks never exceed one wave
   const int64_t by_len = vocab / kMinSlice;
   if (s > by_len) s = by_len;
   if (s > kMaxSplits) s = kMaxSplits;
