@@ -1,0 +1,155 @@
+"""Turn raw measurements into the benchmark table: rates, ratios, bandwidth, greedy agreement.
+
+Definitions (every row of a workload is compared with the transformers row of the same workload):
+    tok/s     generated tokens / wall time (prefill row: prompt tokens / wall time)
+    ms/step   decode time / pure decode steps; (d): wall / steps (no per-token clock there);
+              prefill row: the whole call
+    x HF      transformers' wall time / this wall time, same prompts and length. With equal work
+              (a, b, c, prefill: EOS ignored) it equals the tok/s ratio; for (d) it is the wall-time
+              speedup the issue's target is about.
+    GB/s      (decode steps x weight bytes + attended positions x KV bytes per position) / decode time:
+              the bytes a decode step cannot avoid reading, whatever the engine does on top
+    % BW      GB/s over the machine's copy bandwidth measured in the same run
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from bench_workloads import DESCRIPTIONS, ENGINES
+
+COLUMNS = [("workload", "workload"), ("engine", "engine"), ("tokens", "tokens"), ("wall_s", "wall s"),
+           ("tok_s", "tok/s"), ("ms_step", "ms/step"), ("x_hf", "x HF"), ("peak_mib", "peak MiB"),
+           ("bw_gbs", "GB/s"), ("bw_pct", "% BW"), ("match", "greedy = HF")]
+
+
+def machine_bandwidth(device: str = "cpu", nbytes: int = 1 << 30, tries: int = 5) -> float:
+    """Copy bandwidth in GB/s: bytes read + bytes written by ``dst.copy_(src)``, best of ``tries``."""
+    import torch
+
+    n = max(1, nbytes // 4)
+    src = torch.ones(n, dtype=torch.float32, device=device)   # ones, not empty: pages must be resident
+    dst = torch.zeros_like(src)
+    best = math.inf
+    for _ in range(tries):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    del src, dst
+    return 2 * n * 4 / best / 1e9
+
+
+def match_rate(ours: list[list[int]], ref: list[list[int]]) -> dict[str, Any]:
+    """Sequences identical to the reference, and the share of tokens before the first difference."""
+    equal = sum(a == b for a, b in zip(ours, ref))
+    common = 0
+    for a, b in zip(ours, ref):
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        common += k
+    total = sum(len(b) for b in ref)
+    return dict(equal=equal, total=len(ref), token_rate=common / total if total else 1.0)
+
+
+def build_rows(results: dict[str, dict[str, dict[str, Any]]], kv_bytes_per_pos: int,
+               bandwidth_gbs: float) -> list[dict[str, Any]]:
+    """One row per (workload, engine) measured; ``results[workload][engine]`` is a runner result."""
+    rows = []
+    for name, by_engine in results.items():
+        ref = by_engine.get("transformers")
+        for engine in ENGINES[name]:
+            res = by_engine.get(engine)
+            if res is None:
+                continue
+            row = _row(name, engine, res, ref, kv_bytes_per_pos, bandwidth_gbs)
+            rows.append(row)
+    return rows
+
+
+def _row(name: str, engine: str, res: dict[str, Any], ref: dict[str, Any] | None, kvb: int,
+         bandwidth_gbs: float) -> dict[str, Any]:
+    wall = res["wall_s"]
+    tokens = res["prompt_tokens"] if name == "prefill" else res["tokens"]
+    steps, decode_s = res.get("decode_steps") or 0, res.get("decode_s")
+    if name == "prefill":
+        ms_step = wall * 1e3
+    elif name == "d":   # the engine's llm.eager has no per-token clock: time every row the same way
+        ms_step = wall / steps * 1e3 if steps else None
+    elif decode_s and steps:
+        ms_step = decode_s / steps * 1e3
+    else:
+        ms_step = None
+    bw = None
+    if name != "prefill" and decode_s and steps and res.get("kv_ctx") is not None:
+        bw = (steps * res["weight_bytes"] + res["kv_ctx"] * kvb) / decode_s / 1e9
+    match = None
+    if engine != "transformers" and ref is not None and res.get("token_ids") and ref.get("token_ids"):
+        match = match_rate(res["token_ids"], ref["token_ids"])
+    peak = res.get("peak_rss_mib")
+    return dict(workload=name, description=DESCRIPTIONS[name], engine=engine, tokens=tokens, wall_s=wall,
+                tok_s=tokens / wall if wall > 0 else None, ms_step=ms_step,
+                x_hf=(ref["wall_s"] / wall) if ref is not None and wall > 0 else None,
+                peak_mib=peak, gpu_peak_mib=res.get("gpu_peak_mib"), bw_gbs=bw,
+                bw_pct=(100 * bw / bandwidth_gbs) if bw is not None and bandwidth_gbs else None,
+                match=match, decode_steps=steps, weight_bytes=res.get("weight_bytes"),
+                sequences=res.get("sequences"))
+
+
+def _cell(key: str, row: dict[str, Any]) -> str:
+    v = row.get(key)
+    if v is None:
+        return "-"
+    if key == "match":
+        return f"{v['equal']}/{v['total']} seq, {100 * v['token_rate']:.1f}% tok"
+    if key == "peak_mib":
+        gpu = row.get("gpu_peak_mib")
+        return f"{v:.0f}" + (f" (gpu {gpu:.0f})" if gpu is not None else "")
+    if key in ("wall_s", "x_hf", "bw_gbs"):
+        return f"{v:.2f}"
+    if key in ("tok_s", "ms_step", "bw_pct"):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table with every column of COLUMNS, aligned."""
+    cells = [[title for _, title in COLUMNS]] + [[_cell(k, r) for k, _ in COLUMNS] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, each as one line saying whether this run met it."""
+    def find(name: str, engine: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["workload"] == name and r["engine"] == engine), None)
+
+    lines = []
+
+    def report(label: str, value: float | None, ok: bool) -> None:
+        shown = "n/a" if value is None else f"{value:.2f}"
+        lines.append(f"{'met    ' if ok else 'NOT met'}  {label}: {shown}")
+
+    for name in ("b", "c"):
+        row = find(name, "eager_core")
+        if row is not None:
+            report(f"({name}) x HF >= 2", row["x_hf"], (row["x_hf"] or 0) >= 2)
+    row = find("a", "eager_core")
+    if row is not None:
+        report("(a) decode bandwidth >= 70% of measured (%)", row["bw_pct"], (row["bw_pct"] or 0) >= 70)
+    row = find("d", "eager_core:eager-init")
+    if row is not None:
+        report("(d) EAGer-init wall <= 1/3 of HF parallel (x HF >= 3)", row["x_hf"], (row["x_hf"] or 0) >= 3)
+    row = find("prefill", "eager_core")
+    if row is not None:
+        report("prefill tok/s >= HF (x HF >= 1)", row["x_hf"], (row["x_hf"] or 0) >= 1)
+    return lines
