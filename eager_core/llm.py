@@ -38,7 +38,8 @@ class LLM:
 
     def __init__(self, ckpt: str | None = None, dtype: str = "float32", device: str = "cpu", block_size: int = 16,
                  num_kv_blocks: int | None = None, seed: int = 0, max_num_seqs: int = 256,
-                 max_num_batched_tokens: int = 2048, max_model_len: int | None = None):
+                 max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
+                 tensor_parallel_size: int = 1):
         if dtype not in DTYPES:
             raise ConfigError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
         if not isinstance(block_size, int) or block_size < 1:
@@ -53,14 +54,23 @@ class LLM:
         self.dtype = DTYPES[dtype]
         self.config = ModelConfig.from_hf(read_config(self.ckpt_dir), source=str(self.ckpt_dir / "config.json"))
         self.tokenizer = Tokenizer.from_dir(self.ckpt_dir)
-        self.model = Transformer(self.config, load_weights(self.ckpt_dir), self.dtype, self.device)
+        # Tensor parallel (SPMD: every rank of the group runs this same code): this rank's heads only.
+        self.tp, model_cfg, weights = None, self.config, load_weights(self.ckpt_dir)
+        if tensor_parallel_size != 1:
+            from eager_core.distributed.tensor_parallel import TensorParallel
+            self.tp = TensorParallel.setup(tensor_parallel_size, self.device)
+            self.device = self.tp.device
+            model_cfg, weights = self.tp.shard(self.config, weights)
+        self.model = Transformer(model_cfg, weights, self.dtype, self.device, tp=self.tp)
         self.max_model_len = min(max_model_len or self.config.max_position_embeddings,
                                  self.config.max_position_embeddings)
         if num_kv_blocks is None:
-            num_kv_blocks = default_num_blocks(self.config, self.dtype, block_size, self.device,
+            num_kv_blocks = default_num_blocks(model_cfg, self.dtype, block_size, self.device,
                                                self.max_model_len * max_num_seqs)
+        if self.tp is not None:   # same pool size on every rank, or their schedulers would diverge
+            num_kv_blocks = self.tp.agree_min(num_kv_blocks)
         self.block_manager = BlockManager(num_kv_blocks, block_size)
-        self.kv_pool = KVPool(self.config, num_kv_blocks, block_size, self.dtype, self.device)
+        self.kv_pool = KVPool(model_cfg, num_kv_blocks, block_size, self.dtype, self.device)
         self.scheduler = Scheduler(self.block_manager, max_num_seqs, max_num_batched_tokens)
         self.engine = Engine(ModelRunner(self.model, self.kv_pool, self.block_manager), self.scheduler,
                              self.tokenizer, self.max_model_len)

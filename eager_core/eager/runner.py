@@ -9,12 +9,18 @@ Every run is one batched engine call over all the prompts it concerns, so all pr
 branches share every decode step. Reallocation runs are fresh EAGer-init runs from the bare prompt,
 capped at the sequences the prompt was allotted; retries (up to ``max_retries``) lower theta by 20%
 each for prompts that had not saturated, and stop when the allotment is used.
+
+With a ``shard`` (data parallelism, eager_core/distributed/data_parallel.py) this process runs only
+the prompts it owns, but every decision above is taken over the whole prompt set: after each round
+the per-prompt facts (sequence count, solved, remaining allotment) and the generated-token count
+are exchanged, so every process computes the same allocation. Seeds depend on the prompt's index
+in ``prompts``, so the outputs do not depend on how the prompts are sharded.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from eager_core.eager.budget import allocate_extra, split_tokens
 from eager_core.eager.outputs import EagerOutput, build_output
@@ -29,9 +35,32 @@ STAT_KEYS_SUMMED = ("prompt_tokens", "generated_tokens", "decode_steps", "prefil
                     "preemptions", "wall_s")
 
 
+class Shard(Protocol):
+    """Which prompts this process runs, and the one exchange per round that makes decisions global."""
+
+    def owns(self, index: int) -> bool:
+        """True if prompt ``index`` (its position in the full prompt list) runs in this process."""
+
+    def exchange(self, per_prompt: dict[int, Any], generated_tokens: int) -> tuple[dict[int, Any], int]:
+        """Merge every process's per-prompt facts and sum their generated tokens (same result everywhere)."""
+
+
+class _WholeSet:
+    """The single-process shard: owns every prompt; nothing to exchange."""
+
+    def owns(self, index: int) -> bool:
+        return True
+
+    def exchange(self, per_prompt: dict[int, Any], generated_tokens: int) -> tuple[dict[int, Any], int]:
+        return per_prompt, generated_tokens
+
+
 def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init", answers: list | None = None,
-              checker: Checker | None = None) -> list[EagerOutput]:
-    """Run ``method`` over ``prompts`` (strings, chat message lists or token-id lists) with exact accounting."""
+              checker: Checker | None = None, shard: Shard | None = None) -> list[EagerOutput]:
+    """Run ``method`` over ``prompts`` (strings, chat message lists or token-id lists) with exact accounting.
+
+    Returns one output per prompt, in order; with a ``shard``, one per prompt it owns, in order.
+    """
     if method not in METHODS:
         raise RequestError(f"method={method!r}: expected one of {', '.join(METHODS)}")
     if method == "eager" and (answers is None or checker is None):
@@ -40,8 +69,10 @@ def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init
         raise RequestError(f"answers has {len(answers)} entries for {len(prompts)} prompts")
     if not prompts:
         raise RequestError("no prompts given")
-    encoded = [_encode(llm, p, i) for i, p in enumerate(prompts)]
+    shard = shard or _WholeSet()
     N, M = len(prompts), params.max_sequences
+    mine = [i for i in range(N) if shard.owns(i)]
+    encoded = {i: _encode(llm, prompts[i], i) for i in mine}
     policy = EagerPolicy(params, llm.tokenizer.token_to_id("</think>"))
     stats: dict = {}
     token_caps = split_tokens(params.budget_tokens, [1] * N) if params.budget_tokens else [None] * N
@@ -49,6 +80,8 @@ def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init
     def run(indices: list[int], rnd: int, caps: list[int], thetas: list[float], token_budget: list) -> list[Request]:
         reqs = []
         for j, i in enumerate(indices):
+            if i not in encoded:   # another process runs it
+                continue
             text, ids = encoded[i]
             n = M if method == "parallel" else 1
             seed = random.Random(f"{params.seed}:{i}:{rnd}").getrandbits(63)
@@ -61,20 +94,21 @@ def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init
         _accumulate(stats, llm.last_stats)
         return reqs
 
-    runs: list[list[Request]] = [[] for _ in range(N)]
+    runs: dict[int, list[Request]] = {i: [] for i in mine}
     for req in run(list(range(N)), 0, [M] * N, [params.theta] * N, token_caps):
         runs[req.state["prompt_index"]].append(req)
 
     if method in ("eager", "eager-adapt"):
-        counts = [len(r[0].seqs) for r in runs]
+        facts, generated = shard.exchange(
+            {i: (len(r[0].seqs), method == "eager" and _any_correct(r, llm, answers[i], checker))
+             for i, r in runs.items()}, stats["generated_tokens"])
+        counts = [facts[i][0] for i in range(N)]
         saturated = [c >= M for c in counts]
-        solved = None
-        if method == "eager":
-            solved = [_any_correct(r, llm, answers[i], checker) for i, r in enumerate(runs)]
+        solved = [facts[i][1] for i in range(N)] if method == "eager" else None
         remaining = allocate_extra(method, counts, M, saturated, solved)
         tokens_left = None
         if params.budget_tokens is not None:
-            tokens_left = params.budget_tokens - stats["generated_tokens"]
+            tokens_left = params.budget_tokens - generated
         for retry in range(1, params.max_retries + 1):
             todo = [i for i in range(N) if remaining[i] > 0 and not (solved and solved[i])]
             if not todo or (tokens_left is not None and tokens_left <= 0):
@@ -83,16 +117,21 @@ def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init
             budget = (split_tokens(tokens_left, [remaining[i] for i in todo]) if tokens_left is not None
                       else [None] * len(todo))
             before = stats["generated_tokens"]
+            news = {}
             for req in run(todo, retry, [remaining[i] for i in todo], thetas, budget):
                 i = req.state["prompt_index"]
                 runs[i].append(req)
-                remaining[i] -= len(req.seqs)
+                ok = solved is not None and (solved[i] or _any_correct([req], llm, answers[i], checker))
+                news[i] = (remaining[i] - len(req.seqs), ok)
+            news, generated = shard.exchange(news, stats["generated_tokens"] - before)
+            for i, (left, ok) in news.items():
+                remaining[i] = left
                 if solved is not None:
-                    solved[i] = solved[i] or _any_correct([req], llm, answers[i], checker)
+                    solved[i] = ok
             if tokens_left is not None:
-                tokens_left -= stats["generated_tokens"] - before
+                tokens_left -= generated
     llm.last_stats = stats
-    return [build_output(r, llm.tokenizer, M) for r in runs]
+    return [build_output(runs[i], llm.tokenizer, M) for i in mine]
 
 
 def _encode(llm, prompt, i: int) -> tuple[str, list[int]]:

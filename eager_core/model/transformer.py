@@ -9,6 +9,7 @@ runs 4 matmuls instead of 7.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,17 +36,31 @@ class LayerWeights:
     down_b: torch.Tensor | None
 
 
+class RowParallel(Protocol):
+    """The collectives a tensor-parallel shard needs (eager_core/distributed/tensor_parallel.py)."""
+
+    def reduce(self, partial: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Sum partial outputs of a row-parallel layer over the ranks, then add the bias once."""
+
+    def check_inputs(self, input_ids: torch.Tensor) -> None:
+        """Raise if the ranks are not running the same step."""
+
+
 class Transformer:
     """A decoder-only transformer that reads and writes a paged KV cache.
 
     ``forward`` takes the packed new tokens of a step and returns logits only for the rows listed in
     ``logits_indices`` (the positions that will be sampled), which saves the vocabulary matmul for
     every other prompt token.
+
+    With ``tp`` (tensor parallel), ``cfg`` and ``weights`` are this rank's shard: its heads and MLP
+    rows (see distributed/tensor_parallel.py); o_proj and down_proj yield partial sums that ``tp``
+    all-reduces, and their biases are added once, after the sum.
     """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype,
-                 device: str | torch.device = "cpu"):
-        self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
+                 device: str | torch.device = "cpu", tp: RowParallel | None = None):
+        self.cfg, self.dtype, self.device, self.tp = cfg, dtype, torch.device(device), tp
         take = _WeightTaker(weights, dtype, self.device)
         h, hd = cfg.hidden_size, cfg.head_dim
         q_out, kv_out = cfg.num_heads * hd, cfg.num_kv_heads * hd
@@ -101,6 +116,9 @@ class Transformer:
         cfg = self.cfg
         T, hd = input_ids.shape[0], cfg.head_dim
         q_out, kv_out = cfg.num_heads * hd, cfg.num_kv_heads * hd
+        tp = self.tp
+        if tp is not None:
+            tp.check_inputs(input_ids)
         x = F.embedding(input_ids, self.embed)
         cos, sin = rope_cos_sin(positions, self.inv_freq, self.dtype)
         for i, lw in enumerate(self.layers):
@@ -121,10 +139,16 @@ class Transformer:
             k_cache, v_cache = kv_cache[i, 0], kv_cache[i, 1]
             write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
             attn = paged_attention(q, k_cache, v_cache, meta, self.scale)
-            x = x + F.linear(attn.reshape(T, q_out), lw.o_w, lw.o_b)
+            if tp is None:
+                x = x + F.linear(attn.reshape(T, q_out), lw.o_w, lw.o_b)
+            else:
+                x = x + tp.reduce(F.linear(attn.reshape(T, q_out), lw.o_w), lw.o_b)
             # --- MLP block ---
             hn = rms_norm(x, lw.post_norm, cfg.rms_norm_eps)
-            x = x + swiglu_mlp(hn, lw.gate_up_w, lw.gate_up_b, lw.down_w, lw.down_b)
+            if tp is None:
+                x = x + swiglu_mlp(hn, lw.gate_up_w, lw.gate_up_b, lw.down_w, lw.down_b)
+            else:
+                x = x + tp.reduce(swiglu_mlp(hn, lw.gate_up_w, lw.gate_up_b, lw.down_w, None), lw.down_b)
         x = rms_norm(x[logits_indices], self.norm, cfg.rms_norm_eps)
         return F.linear(x, self.lm_head).float()
 

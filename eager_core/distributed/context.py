@@ -1,0 +1,138 @@
+"""Joining torch.distributed, and failing cleanly when another rank fails.
+
+Processes are started by ``torchrun`` (or by a test that sets the same environment variables:
+RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and LOCAL_RANK for GPUs). ``init_distributed`` joins
+the default process group once per process: gloo for CPU tensors, NCCL for CUDA ones.
+
+Two ways a rank can fail, and what the others see:
+
+* It raises a Python exception inside a phase wrapped by ``agree``: every rank learns of it at the
+  end of the phase (one all-gather of a short status) and raises ``DistributedError`` naming the
+  failed rank and its message; the failed rank raises its own exception, traceback intact.
+* It dies, hangs or raises outside such a phase: its peers' next collective fails when the
+  connection drops, or at the latest after the process group's timeout
+  (``EAGER_CORE_DIST_TIMEOUT`` seconds, default 300); ``collective`` turns that into a
+  ``DistributedError`` that says so, instead of a hang or a bare backend trace.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+from datetime import timedelta
+from typing import Callable, Iterator, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from eager_core.errors import ConfigError, EagerError
+
+TIMEOUT_ENV = "EAGER_CORE_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300.0
+_ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+T = TypeVar("T")
+
+
+class DistributedError(EagerError):
+    """Another rank failed, died or hung; the message names the rank (and its error) when known."""
+
+
+def timeout_seconds() -> float:
+    """The collective timeout: ``$EAGER_CORE_DIST_TIMEOUT`` seconds, else DEFAULT_TIMEOUT_S."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def rank_device(device: str | torch.device) -> torch.device:
+    """``cuda`` without an index means this process's GPU: ``cuda:$LOCAL_RANK`` (torchrun's convention)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def init_distributed(device: str | torch.device = "cpu", timeout_s: float | None = None) -> torch.device:
+    """Join the default process group if this process has not yet; return this rank's device.
+
+    The backend is NCCL for a CUDA device and gloo otherwise. A group that is already up (the
+    caller's own ``init_process_group``) is used as it is.
+    """
+    if not dist.is_available():
+        raise ConfigError("this torch build has no torch.distributed support")
+    device = rank_device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return device
+    missing = [k for k in _ENV_VARS if k not in os.environ]
+    if missing:
+        raise ConfigError(f"no torch.distributed environment ({', '.join(missing)} unset): launch every process "
+                          "with torchrun, e.g. `torchrun --nproc-per-node 2 tools/eval.py ...`")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    seconds = timeout_s if timeout_s is not None else timeout_seconds()
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=seconds))
+    except (RuntimeError, ValueError) as e:
+        raise DistributedError(f"rank {os.environ['RANK']}: could not join the process group at "
+                               f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend}): "
+                               f"{_first_line(e)}") from e
+    atexit.register(_destroy)
+    return device
+
+
+def _destroy() -> None:
+    with contextlib.suppress(Exception):   # at exit, a peer may already be gone: nothing left to do
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def collective(what: str) -> Iterator[None]:
+    """Turn a failed collective (peer gone, timeout) into a DistributedError that names ``what``."""
+    try:
+        yield
+    except RuntimeError as e:   # DistBackendError and gloo/NCCL errors are RuntimeErrors
+        rank = dist.get_rank() if dist.is_initialized() else "?"
+        raise DistributedError(
+            f"rank {rank}: {what} failed, so another rank probably raised, exited or hung (see its own error; "
+            f"collectives time out after {TIMEOUT_ENV}={timeout_seconds():g} s): {_first_line(e)}") from e
+
+
+def agree(fn: Callable[[], T], what: str, group: dist.ProcessGroup | None = None) -> T:
+    """Run ``fn`` on every rank of ``group``; if it raised on any rank, raise on all of them.
+
+    The rank whose ``fn`` raised re-raises its own exception; the others raise DistributedError
+    naming the first failed rank and its message. One all-gather of a short string per call.
+    """
+    error: Exception | None = None
+    result = None
+    try:
+        result = fn()
+    except Exception as e:   # KeyboardInterrupt kills the process: its peers see a dropped connection
+        error = e
+    status = None if error is None else f"{type(error).__name__}: {_first_line(error)}"
+    statuses: list = [None] * dist.get_world_size(group)
+    with collective(f"agreeing on errors after {what}"):
+        dist.all_gather_object(statuses, (dist.get_rank(), status), group=group)
+    if error is not None:
+        raise error
+    failed = [(r, s) for r, s in statuses if s is not None]
+    if failed:
+        rank, message = failed[0]
+        raise DistributedError(f"rank {dist.get_rank()}: stopping because rank {rank} failed during {what}: "
+                               f"{message}")
+    return result

@@ -1,0 +1,81 @@
+"""Functions run on each rank by the distributed tests (module-level, so spawned processes can import them)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def tp_generate(rank: int, ckpt: str, prompts: list[str], max_tokens: int, probe: list[int],
+                dtype: str = "float32") -> dict:
+    """Greedy outputs and the logits of ``probe`` on a tensor-parallel LLM (every rank makes the same calls)."""
+    from eager_core import LLM, SamplingParams
+
+    llm = LLM(ckpt, dtype=dtype, num_kv_blocks=64, tensor_parallel_size=2)
+    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens))
+    return dict(tokens=[o.outputs[0].token_ids for o in outs], logits=llm.logits(probe),
+                kv_heads=llm.kv_pool.kv.shape[3], local_heads=llm.model.cfg.num_heads)
+
+
+def tp_compare(rank: int, ckpts: list[str], prompts: list[str], max_tokens: int, probe: list[int]) -> list[dict]:
+    """tp_generate for several checkpoints in one process (a process start costs more than a tiny model)."""
+    return [tp_generate(rank, c, prompts, max_tokens, probe) for c in ckpts]
+
+
+def tp_diverge(rank: int, ckpt: str) -> None:
+    """Ranks that (wrongly) feed different prompts: the consistency check must catch it."""
+    import os
+
+    os.environ["EAGER_CORE_TP_CHECK_EVERY"] = "1"
+    from eager_core import LLM, SamplingParams
+
+    llm = LLM(ckpt, num_kv_blocks=64, tensor_parallel_size=2)
+    llm.generate(["abc" if rank == 0 else "abd"], SamplingParams(temperature=0.0, max_tokens=4))
+
+
+def tp_rank1_raises_then_hangs(rank: int, ckpt: str, hang_s: float) -> list[int]:
+    """Rank 1 raises mid-generation and then stays alive without calling any collective."""
+    from eager_core import LLM, SamplingParams
+
+    llm = LLM(ckpt, num_kv_blocks=64, tensor_parallel_size=2)
+
+    def on_token(seq, token):
+        if rank == 1 and seq.num_generated == 3:
+            raise ValueError("injected failure on rank 1")
+
+    try:
+        out = llm.generate(["hello"], SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True),
+                           on_token=on_token)
+    except ValueError:
+        time.sleep(hang_s)   # a stuck rank: only the collective timeout can free its peers
+        raise
+    return out[0].outputs[0].token_ids
+
+
+def contains(text: str, answer: str) -> bool:
+    """A checker: the answer appears in the text."""
+    return answer in text
+
+
+def dp_eager(rank: int, ckpt: str, prompts: list, params: dict, runs: list[tuple[str, list | None]],
+             fail_on_rank: int | None = None) -> list[dict] | None:
+    """Data-parallel EAGer runs (method, answers); rank 0 returns every output (as dicts) and the stats."""
+    from eager_core import LLM, EagerParams
+    from eager_core.distributed.data_parallel import eager_data_parallel, is_main_process
+
+    def checker(text: str, answer: str) -> bool:
+        if rank == fail_on_rank:
+            raise ValueError(f"injected checker failure on rank {rank}")
+        return contains(text, answer)
+
+    llm = LLM(ckpt, num_kv_blocks=256)
+    results = []
+    for method, answers in runs:
+        outs = eager_data_parallel(llm, prompts, EagerParams(**params), method, answers,
+                                   checker if answers is not None else None)
+        if is_main_process():
+            results.append(dict(outputs=[o.to_dict() for o in outs], stats=llm.last_stats))
+        else:
+            assert outs is None
+    return results if is_main_process() else None
