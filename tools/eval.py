@@ -1,0 +1,100 @@
+"""Evaluate EAGer against full parallel sampling on a dataset: a sweep of methods, theta and M.
+
+    python tools/eval.py --dataset chain_sum:min_terms=2,max_terms=2,min_digits=1,max_digits=2 \\
+        --limit 100 --methods parallel,eager-init,eager,eager-adapt --theta 2.0,2.4 \\
+        --max-sequences 8,16 --max-tokens 64 --out runs/chain_sum
+    python tools/eval.py --dataset problems.jsonl --out runs/mine      # GSM8K- or MATH-style JSONL
+
+Writes results.json (parameters, metrics per setting, environment), generations.jsonl (one line
+per prompt and setting) and PNG plots into --out, and prints a summary table. Rerunning the same
+command after an interruption resumes: finished batches are not redone. See
+eager_core/eval/harness.py for the resume unit (--batch-prompts) and the budget semantics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import cli_common  # noqa: F401  (sets up the import path)
+from cli_common import add_model_flags, run_main
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_flags(p)
+    p.add_argument("--dataset", required=True,
+                   help="reasoning-gym task spec (e.g. 'products:min_digits=1,max_digits=1') or a JSONL path")
+    p.add_argument("--limit", type=int, default=None, help="number of problems (task size / first N lines)")
+    p.add_argument("--seed", type=int, default=0, help="dataset generation and sampling seed")
+    p.add_argument("--methods", type=_names, default=["parallel", "eager-init", "eager", "eager-adapt"],
+                   help="comma-separated: parallel, eager-init, eager, eager-adapt")
+    p.add_argument("--theta", type=_floats, default=[2.2], help="entropy threshold(s), comma-separated")
+    p.add_argument("--max-sequences", type=_ints, default=[8], help="M value(s), comma-separated")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--max-tokens", type=int, default=64, help="per-sequence generation cap")
+    p.add_argument("--top-k-entropy", type=int, default=20)
+    p.add_argument("--prompt-template", default=None,
+                   help="user-turn template with a {question} placeholder (default asks for \\boxed{})")
+    p.add_argument("--batch-prompts", type=int, default=None,
+                   help="prompts per llm.eager call (default: all). The resume unit, and the unit over which "
+                        "eager/eager-adapt reallocate their M x N budget")
+    p.add_argument("--out", required=True, help="results folder (created; reuse it to resume)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); on a shared machine use fewer than the free cores")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from eager_core import LLM
+    from eager_core.eval.harness import EvalConfig, load_problems, run_eval
+
+    config = EvalConfig(dataset=args.dataset, limit=args.limit, seed=args.seed, methods=args.methods,
+                        thetas=args.theta, max_sequences=args.max_sequences, temperature=args.temperature,
+                        max_tokens=args.max_tokens, prompt_template=args.prompt_template,
+                        batch_prompts=args.batch_prompts, top_k_entropy=args.top_k_entropy, ckpt=args.ckpt,
+                        dtype=args.dtype)
+    config.validate()   # fail on bad flags before the model loads
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            from eager_core.errors import ConfigError
+            raise ConfigError(f"--threads {args.threads}: expected an integer >= 1")
+        torch.set_num_threads(args.threads)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    dataset = load_problems(config, log)   # dataset errors before the model loads
+    llm = LLM(args.ckpt, dtype=args.dtype, device=args.device, num_kv_blocks=args.num_kv_blocks, seed=args.seed)
+    try:
+        results = run_eval(llm, config, args.out, progress=not args.no_progress, log=log, dataset=dataset)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: rerun the same command to resume into {args.out}", file=sys.stderr)
+        raise
+    print(results["table"])
+    print(f"\nresults: {args.out}/results.json, plots: "
+          + ", ".join(v for k, v in results["plots"].items() if str(v).endswith(".png")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
