@@ -79,3 +79,19 @@ def dp_eager(rank: int, ckpt: str, prompts: list, params: dict, runs: list[tuple
         else:
             assert outs is None
     return results if is_main_process() else None
+
+
+def leader_main(rank: int, ckpt: str, prompts: list, params: dict, fail_after: int | None = None) -> dict | None:
+    """Single-process style code run through run_data_parallel: two eager calls, then maybe a failure."""
+    from eager_core import LLM, EagerParams
+    from eager_core.distributed.leader import run_data_parallel
+
+    def main(llm) -> dict:
+        outs = []
+        for k, method in enumerate(["eager-adapt", "eager-init"]):
+            if fail_after == k:
+                raise OSError("injected failure between calls on the leader")
+            outs.append([o.to_dict() for o in llm.eager(prompts, EagerParams(**params), method)])
+        return dict(outputs=outs, calls=llm.calls, stats=llm.last_stats)
+
+    return run_data_parallel(LLM(ckpt, num_kv_blocks=256), main)
