@@ -4,6 +4,7 @@
         --limit 100 --methods parallel,eager-init,eager,eager-adapt --theta 2.0,2.4 \\
         --max-sequences 8,16 --max-tokens 64 --out runs/chain_sum
     python tools/eval.py --dataset problems.jsonl --out runs/mine      # GSM8K- or MATH-style JSONL
+    torchrun --nproc-per-node 4 tools/eval.py --dataset ... --out runs/x  # data parallel (docs/distributed.md)
 
 Writes results.json (parameters, metrics per setting, environment), generations.jsonl (one line
 per prompt and setting) and PNG plots into --out, and prints a summary table. Rerunning the same
@@ -14,6 +15,7 @@ eager_core/eval/harness.py for the resume unit (--batch-prompts) and the budget 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import cli_common  # noqa: F401  (sets up the import path)
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice); on a shared machine use fewer than the free cores")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="split the model over this many torchrun processes; the rest of the world size is "
+                        "data parallelism (see docs/distributed.md)")
     return p
 
 
@@ -82,14 +87,22 @@ def main(argv: list[str] | None = None) -> int:
             from eager_core.errors import ConfigError
             raise ConfigError(f"--threads {args.threads}: expected an integer >= 1")
         torch.set_num_threads(args.threads)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    rank0 = os.environ.get("RANK", "0") == "0"   # under torchrun, one process speaks
+    log = lambda msg: print(msg, file=sys.stderr) if rank0 else None  # noqa: E731
     dataset = load_problems(config, log)   # dataset errors before the model loads
-    llm = LLM(args.ckpt, dtype=args.dtype, device=args.device, num_kv_blocks=args.num_kv_blocks, seed=args.seed)
-    try:
-        results = run_eval(llm, config, args.out, progress=not args.no_progress, log=log, dataset=dataset)
+    from eager_core.distributed.leader import run_data_parallel
+
+    llm = LLM(args.ckpt, dtype=args.dtype, device=args.device, num_kv_blocks=args.num_kv_blocks, seed=args.seed,
+              tensor_parallel_size=args.tensor_parallel_size)
+    try:   # under torchrun: run_eval on rank 0 only; the other ranks serve its llm.eager calls
+        results = run_data_parallel(llm, lambda llm: run_eval(llm, config, args.out, progress=not args.no_progress,
+                                                              log=log, dataset=dataset))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: rerun the same command to resume into {args.out}", file=sys.stderr)
+        if rank0:
+            print(f"\ninterrupted: rerun the same command to resume into {args.out}", file=sys.stderr)
         raise
+    if results is None:   # not rank 0: rank 0 wrote the results folder and prints the table
+        return 0
     print(results["table"])
     print(f"\nresults: {args.out}/results.json, plots: "
           + ", ".join(v for k, v in results["plots"].items() if str(v).endswith(".png")))

@@ -95,3 +95,27 @@ def leader_main(rank: int, ckpt: str, prompts: list, params: dict, fail_after: i
         return dict(outputs=outs, calls=llm.calls, stats=llm.last_stats)
 
     return run_data_parallel(LLM(ckpt, num_kv_blocks=256), main)
+
+
+def grid_eager(rank: int, ckpt: str, prompts: list, params: dict, method: str) -> dict:
+    """4 ranks = 2 replicas x tensor parallel 2: data-parallel EAGer over the replicas."""
+    from eager_core import LLM, EagerParams
+    from eager_core.distributed.data_parallel import eager_data_parallel
+
+    llm = LLM(ckpt, num_kv_blocks=256, tensor_parallel_size=2)
+    outs = eager_data_parallel(llm, prompts, EagerParams(**params), method)
+    tp = llm.tp
+    return dict(tp_rank=tp.rank, dp_rank=tp.dp_rank, dp_size=tp.dp_size,
+                outputs=None if outs is None else [o.to_dict() for o in outs])
+
+
+def eval_cli(rank: int, argv: list[str]) -> int:
+    """tools/eval.py's main, as torchrun would run it on this rank."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import eval as eval_tool
+    from cli_common import run_main
+
+    return run_main(eval_tool.main, argv)

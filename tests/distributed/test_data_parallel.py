@@ -45,6 +45,17 @@ def test_dp2_equals_one_process_and_keeps_the_global_budget(ckpt, tmp_path):
                 assert not (init_solved and max(s["round"] for s in o["sequences"]) > 0)
 
 
+def test_two_tensor_parallel_replicas_share_one_budget(ckpt, tmp_path):
+    # World of 4: replicas {0, 1} and {2, 3}, each a tensor-parallel pair; prompts split by replica.
+    results = run_ranks(dist_workers.grid_eager, 4, (ckpt, PROMPTS, PARAMS, "eager-adapt"), tmp_path)
+    for r in results:
+        assert r.exitcode == 0, r.error
+    assert [(r.value["tp_rank"], r.value["dp_rank"]) for r in results] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    ref = LLM(ckpt, num_kv_blocks=256).eager(PROMPTS, EagerParams(**PARAMS), "eager-adapt")
+    assert_same_outputs(results[0].value["outputs"], [o.to_dict() for o in ref])
+    assert results[2].value["outputs"] is None   # data-parallel rank 1 hands its outputs to rank 0
+
+
 def test_a_rank_that_raises_stops_the_other_with_its_error(ckpt, tmp_path):
     runs = [("eager", ANSWERS)]
     results = run_ranks(dist_workers.dp_eager, 2, (ckpt, PROMPTS, PARAMS, runs, 1), tmp_path, timeout_s=60.0)
