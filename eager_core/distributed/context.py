@@ -4,15 +4,11 @@ Processes are started by ``torchrun`` (or by a test that sets the same environme
 RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and LOCAL_RANK for GPUs). ``init_distributed`` joins
 the default process group once per process: gloo for CPU tensors, NCCL for CUDA ones.
 
-Two ways a rank can fail, and what the others see:
-
-* It raises a Python exception inside a phase wrapped by ``agree``: every rank learns of it at the
-  end of the phase (one all-gather of a short status) and raises ``DistributedError`` naming the
-  failed rank and its message; the failed rank raises its own exception, traceback intact.
-* It dies, hangs or raises outside such a phase: its peers' next collective fails when the
-  connection drops, or at the latest after the process group's timeout
-  (``EAGER_CORE_DIST_TIMEOUT`` seconds, default 300); ``collective`` turns that into a
-  ``DistributedError`` that says so, instead of a hang or a bare backend trace.
+A rank that dies, hangs or raises where its peers wait in a collective: their collective fails
+when the connection drops, or at the latest after the process group's timeout
+(``EAGER_CORE_DIST_TIMEOUT`` seconds, default 300); ``collective`` turns that into a
+``DistributedError`` that says so, instead of a hang or a bare backend trace. (Data-parallel calls
+also pass errors along explicitly, so that peers learn *which* error: data_parallel.py.)
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ import atexit
 import contextlib
 import os
 from datetime import timedelta
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -31,7 +27,6 @@ from eager_core.errors import ConfigError, EagerError
 TIMEOUT_ENV = "EAGER_CORE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
 _ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-T = TypeVar("T")
 
 
 class DistributedError(EagerError):
@@ -110,29 +105,3 @@ def collective(what: str) -> Iterator[None]:
         raise DistributedError(
             f"rank {rank}: {what} failed, so another rank probably raised, exited or hung (see its own error; "
             f"collectives time out after {TIMEOUT_ENV}={timeout_seconds():g} s): {_first_line(e)}") from e
-
-
-def agree(fn: Callable[[], T], what: str, group: dist.ProcessGroup | None = None) -> T:
-    """Run ``fn`` on every rank of ``group``; if it raised on any rank, raise on all of them.
-
-    The rank whose ``fn`` raised re-raises its own exception; the others raise DistributedError
-    naming the first failed rank and its message. One all-gather of a short string per call.
-    """
-    error: Exception | None = None
-    result = None
-    try:
-        result = fn()
-    except Exception as e:   # KeyboardInterrupt kills the process: its peers see a dropped connection
-        error = e
-    status = None if error is None else f"{type(error).__name__}: {_first_line(error)}"
-    statuses: list = [None] * dist.get_world_size(group)
-    with collective(f"agreeing on errors after {what}"):
-        dist.all_gather_object(statuses, (dist.get_rank(), status), group=group)
-    if error is not None:
-        raise error
-    failed = [(r, s) for r, s in statuses if s is not None]
-    if failed:
-        rank, message = failed[0]
-        raise DistributedError(f"rank {dist.get_rank()}: stopping because rank {rank} failed during {what}: "
-                               f"{message}")
-    return result

@@ -55,18 +55,16 @@ class DataParallelShard:
         with contextlib.suppress(DistributedError):   # peers already gone: our own error is what matters
             self._all_gather(f"{type(error).__name__}: {error}", None, "error report")
 
-    def collect(self, payload: Any, dst: int | None) -> list | None:
-        """Every rank's payload on data-parallel rank ``dst`` (None: on every rank), after a status check.
+    def collect(self, payload: Any) -> list | None:
+        """Every rank's payload on data-parallel rank 0 (None elsewhere), after a status check.
 
         The status check is an all-gather like every other exchange, so a rank that failed just
-        before it is still heard; the payload itself then travels only to ``dst``.
+        before it is still heard; the payload itself then travels only to rank 0.
         """
         self._all_gather(None, None, "final status check")
-        if dst is None:
-            return self._all_gather(None, payload, "gathering the outputs")
-        out: list | None = [None] * self.size if self.rank == dst else None
+        out: list | None = [None] * self.size if self.rank == 0 else None
         with collective("data-parallel gathering of the outputs"):
-            dist.gather_object(payload, out, dst=dist.get_global_rank(self.group, dst) if self.group else dst,
+            dist.gather_object(payload, out, dst=dist.get_global_rank(self.group, 0) if self.group else 0,
                                group=self.group)
         return out
 
@@ -83,16 +81,17 @@ class DataParallelShard:
         return [p for _, _, p in out]
 
 
-def eager_data_parallel(llm, prompts: list, params: EagerParams, method: str = "eager-init",
-                        answers: list | None = None, checker: Callable[[str, str], bool] | None = None,
-                        gather_to_all: bool = False) -> list[EagerOutput] | None:
+def eager_data_parallel(llm, prompts: list, params: EagerParams | None = None, method: str = "eager-init",
+                        answers: list | None = None,
+                        checker: Callable[[str, str], bool] | None = None) -> list[EagerOutput] | None:
     """``llm.eager`` over the data-parallel group; every process calls it with the same arguments.
 
-    Returns every prompt's output, in order, on data-parallel rank 0 (on every rank with
-    ``gather_to_all``) and None elsewhere. ``llm.last_stats`` becomes the whole run's statistics
-    there: token counts summed over ranks, peaks and wall time the maximum of any rank.
-    With a tensor-parallel ``llm`` the group is its replicas' data-parallel group.
+    Returns every prompt's output, in order, on data-parallel rank 0 and None elsewhere.
+    ``llm.last_stats`` there becomes the whole call's statistics: token counts summed over ranks,
+    peaks and wall time the maximum of any rank. With a tensor-parallel ``llm`` the group is its
+    replicas' data-parallel group. In a process without torchrun's environment: ``llm.eager``.
     """
+    params = params or EagerParams()
     group, size = _data_parallel_group(llm)
     if size == 1:
         return llm.eager(prompts, params, method, answers, checker)
@@ -104,7 +103,7 @@ def eager_data_parallel(llm, prompts: list, params: EagerParams, method: str = "
     except Exception as e:
         shard.fail(e)
         raise
-    gathered = shard.collect(local, None if gather_to_all else 0)
+    gathered = shard.collect(local)
     if gathered is None:
         return None
     merged: dict[int, EagerOutput] = {}

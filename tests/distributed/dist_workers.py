@@ -92,7 +92,7 @@ def leader_main(rank: int, ckpt: str, prompts: list, params: dict, fail_after: i
             if fail_after == k:
                 raise OSError("injected failure between calls on the leader")
             outs.append([o.to_dict() for o in llm.eager(prompts, EagerParams(**params), method)])
-        return dict(outputs=outs, calls=llm.calls, stats=llm.last_stats)
+        return dict(outputs=outs, calls=llm.calls)
 
     return run_data_parallel(LLM(ckpt, num_kv_blocks=256), main)
 

@@ -1,4 +1,7 @@
-"""Single-process code on rank 0, its EAGer calls served by every rank (run_data_parallel)."""
+"""Single-process code on rank 0, its EAGer calls served by every rank (run_data_parallel).
+
+That the leader sees one process's results is tested end to end by test_eval_torchrun.py.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +10,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_workers  # noqa: E402
-from dp_cases import PARAMS, PROMPTS, assert_same_outputs  # noqa: E402
+from dp_cases import PARAMS, PROMPTS  # noqa: E402
 from spawn import run_ranks  # noqa: E402
 
-from eager_core import LLM, EagerParams  # noqa: E402
+from eager_core import LLM  # noqa: E402
 from eager_core.distributed.leader import run_data_parallel  # noqa: E402
-
-
-def test_leader_code_sees_one_process_results(tiny_ckpt_factory, tmp_path):
-    ckpt = str(tiny_ckpt_factory("llama", initializer_range=0.3))
-    r0, r1 = run_ranks(dist_workers.leader_main, 2, (ckpt, PROMPTS, PARAMS), tmp_path)
-    assert r0.exitcode == 0 and r1.exitcode == 0, (r0.error, r1.error)
-    assert r1.value is None and r0.value["calls"] == 2
-    llm = LLM(ckpt, num_kv_blocks=256)
-    for method, got in zip(["eager-adapt", "eager-init"], r0.value["outputs"]):
-        ref = [o.to_dict() for o in llm.eager(PROMPTS, EagerParams(**PARAMS), method)]
-        assert_same_outputs(got, ref, method)
-    assert r0.value["stats"]["generated_tokens"] == llm.last_stats["generated_tokens"]   # both ranks' tokens
 
 
 def test_leader_failure_between_calls_stops_the_followers(tiny_ckpt_factory, tmp_path):
