@@ -90,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     rank0 = os.environ.get("RANK", "0") == "0"   # under torchrun, one process speaks
     log = lambda msg: print(msg, file=sys.stderr) if rank0 else None  # noqa: E731
     dataset = load_problems(config, log)   # dataset errors before the model loads
+    from eager_core.distributed.context import rank_device
     from eager_core.distributed.leader import run_data_parallel
 
-    llm = LLM(args.ckpt, dtype=args.dtype, device=args.device, num_kv_blocks=args.num_kv_blocks, seed=args.seed,
+    # Under torchrun, a bare "cuda" means this process's GPU (cuda:$LOCAL_RANK), not everyone's cuda:0.
+    device = str(rank_device(args.device)) if "LOCAL_RANK" in os.environ and args.device == "cuda" else args.device
+    llm = LLM(args.ckpt, dtype=args.dtype, device=device, num_kv_blocks=args.num_kv_blocks, seed=args.seed,
               tensor_parallel_size=args.tensor_parallel_size)
     try:   # under torchrun: run_eval on rank 0 only; the other ranks serve its llm.eager calls
         results = run_data_parallel(llm, lambda llm: run_eval(llm, config, args.out, progress=not args.no_progress,

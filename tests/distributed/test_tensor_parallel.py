@@ -13,6 +13,7 @@ import dist_workers  # noqa: E402
 from spawn import run_ranks  # noqa: E402
 
 from eager_core import LLM, SamplingParams  # noqa: E402
+from eager_core.distributed.context import rank_device  # noqa: E402
 from eager_core.distributed.tensor_parallel import TensorParallel  # noqa: E402
 from eager_core.errors import CheckpointError, ConfigError  # noqa: E402
 from eager_core.io.checkpoint import load_weights  # noqa: E402
@@ -80,6 +81,12 @@ def test_tp_without_torchrun_environment_is_a_config_error(tiny_ckpt, monkeypatc
         LLM(str(tiny_ckpt), num_kv_blocks=4, tensor_parallel_size=2)
     with pytest.raises(ConfigError, match="tensor_parallel_size=0"):
         LLM(str(tiny_ckpt), num_kv_blocks=4, tensor_parallel_size=0)
+
+
+def test_bare_cuda_means_this_process_gpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_device("cuda") == torch.device("cuda", 1)
+    assert rank_device("cuda:0") == torch.device("cuda", 0) and rank_device("cpu") == torch.device("cpu")
 
 
 def test_divergent_ranks_are_detected(tiny_ckpt, tmp_path):
