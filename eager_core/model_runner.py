@@ -74,7 +74,7 @@ class ModelRunner:
             seq.num_computed += n
         return logits, sampled
 
-    def _decode_gather(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_gather(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Slots [B, C] of every decoding sequence's context (padded with slot 0) and its mask."""
         bs = self.block_size
         ctx = torch.tensor([s.num_computed + 1 for s in seqs], dtype=torch.long)
@@ -83,6 +83,8 @@ class ModelRunner:
         C = int(ctx.max())
         pos = torch.arange(C)
         slots = tables[:, pos // bs] * bs + pos % bs
+        if bool((ctx == C).all()):   # equal lengths (one sequence, or n samples of a prompt): no padding
+            return slots.to(self.device), None
         mask = pos[None, :] < ctx[:, None]
         slots = slots.masked_fill(~mask, 0)
         return slots.to(self.device), mask[:, None, None, :].to(self.device)

@@ -46,7 +46,8 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor                 # [T] long
     num_decode: int = 0
     decode_slots: torch.Tensor | None = None   # [B, C] long, padded with slot 0
-    decode_mask: torch.Tensor | None = None    # [B, 1, 1, C] bool, True where the position exists
+    decode_mask: torch.Tensor | None = None    # [B, 1, 1, C] bool, True where the position exists;
+                                               # None when every context is full length (no padding)
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -64,16 +65,18 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     Keys and values of the current step must already be written (``write_kv``): a query reads its
     own position from the cache like any other.
     """
-    out = torch.empty_like(q)
     nd = meta.num_decode
+    decode_out = None
     if nd:
         k = k_cache[meta.decode_slots].transpose(1, 2)   # [B, kvh, C, hd]
         v = v_cache[meta.decode_slots].transpose(1, 2)
-        # Equal context lengths (one sequence, or n samples of one prompt) need no mask.
-        mask = None if meta.decode_mask is None or bool(meta.decode_mask.all()) else meta.decode_mask
-        o = F.scaled_dot_product_attention(q[:nd].unsqueeze(2), k, v, attn_mask=mask,
-                                           scale=scale, enable_gqa=True)  # [B, heads, 1, hd]
-        out[:nd] = o.squeeze(2)
+        decode_out = F.scaled_dot_product_attention(q[:nd].unsqueeze(2), k, v, attn_mask=meta.decode_mask,
+                                                    scale=scale, enable_gqa=True).squeeze(2)  # [B, heads, hd]
+        if not meta.prefills:
+            return decode_out   # the common decode-only step: no output buffer to assemble
+    out = torch.empty_like(q)
+    if decode_out is not None:
+        out[:nd] = decode_out
     for chunk in meta.prefills:
         s, n, c = chunk.token_start, chunk.num_tokens, chunk.context_len
         qc = q[s:s + n].transpose(0, 1).unsqueeze(0)                      # [1, heads, n, hd]
