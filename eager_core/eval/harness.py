@@ -34,7 +34,7 @@ from eager_core.eval.datasets import LoadedDataset, Problem, build_prompt, load_
 from eager_core.eval.io_utils import JsonlLog, write_json_atomic
 from eager_core.eval.progress import Progress
 from eager_core.eval.records import Setting, output_record, setting_metrics
-from eager_core.eval.report import environment, format_table, make_plots
+from eager_core.eval.report import environment, format_table, make_plots, parallel_baseline
 
 RESULTS = "results.json"
 GENERATIONS = "generations.jsonl"
@@ -107,11 +107,13 @@ def load_problems(config: EvalConfig, log: Callable[[str], None] | None = None) 
 
 
 def run_eval(llm, config: EvalConfig, out_dir: str | os.PathLike, progress: bool = True,
-             log: Callable[[str], None] | None = None, dataset: LoadedDataset | None = None) -> dict:
+             log: Callable[[str], None] | None = None, dataset: LoadedDataset | None = None,
+             checker: Callable[[str, str], bool] = is_correct) -> dict:
     """Run (or resume) the sweep into ``out_dir``; return the content of ``results.json``.
 
     ``dataset`` is ``load_problems(config)`` when the caller already loaded it (the CLI does, to
-    report dataset errors before loading a model).
+    report dataset errors before loading a model). ``checker(text, gold)`` grades every sequence
+    and is the label oracle of method ``eager``; it must be deterministic for resume to hold.
     """
     config.validate()
     log = log or (lambda msg: None)
@@ -142,13 +144,14 @@ def run_eval(llm, config: EvalConfig, out_dir: str | os.PathLike, progress: bool
                 if not todo:
                     bar.skip(len(batch))
                     continue
-                _run_batch(llm, config, setting, b, batch, gen_log, bar, len(batches))
+                _run_batch(llm, config, setting, b, batch, gen_log, bar, len(batches), checker)
             rows.append(setting_metrics(_records(gen_log, problems, setting), setting, ks))
             results["settings"] = rows
             write_json_atomic(results_path, results)
         bar.finish()
         by_setting = {(s.method, s.theta, s.max_sequences): _records(gen_log, problems, s) for s in settings}
     thetas = list(config.thetas) if any(m != "parallel" for m in config.methods) else []
+    results["parallel_subsampled"] = parallel_baseline(by_setting)
     results["plots"] = make_plots(rows, by_setting, thetas, out_dir, top_k=config.top_k_entropy)
     results["table"] = format_table(rows)
     results["status"] = "complete"
@@ -157,7 +160,7 @@ def run_eval(llm, config: EvalConfig, out_dir: str | os.PathLike, progress: bool
 
 
 def _run_batch(llm, config: EvalConfig, setting: Setting, b: int, batch: list[Problem], gen_log: JsonlLog,
-               bar: Progress, n_batches: int) -> None:
+               bar: Progress, n_batches: int, checker: Callable[[str, str], bool]) -> None:
     """One ``llm.eager`` call over the whole batch; append the records that are not written yet."""
     params = EagerParams(theta=setting.theta if setting.theta is not None else 2.0,
                          max_sequences=setting.max_sequences, temperature=config.temperature,
@@ -166,7 +169,7 @@ def _run_batch(llm, config: EvalConfig, setting: Setting, b: int, batch: list[Pr
     prompts = [build_prompt(p, config.prompt_template) for p in batch]
     extra = {}
     if setting.method == "eager":
-        extra = dict(answers=[p.answer for p in batch], checker=is_correct)
+        extra = dict(answers=[p.answer for p in batch], checker=checker)
     label = f"{setting.label()} batch {b + 1}/{n_batches}"
     t0 = time.perf_counter()
     with bar.track(llm, label):
@@ -179,7 +182,7 @@ def _run_batch(llm, config: EvalConfig, setting: Setting, b: int, batch: list[Pr
                    "n_prompts": len(batch)}
     for problem, output in zip(batch, outputs):
         if not gen_log.is_done(problem.id, setting.method, setting.key()):
-            gen_log.append(output_record(problem, setting, output, b, batch_stats, is_correct))
+            gen_log.append(output_record(problem, setting, output, b, batch_stats, checker))
     bar.batch_done(len(batch), batch_stats["generated_tokens"])
 
 

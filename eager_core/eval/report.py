@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 
+from eager_core.eval.metrics import unbiased_pass_at_k
 from eager_core.eval.plots import plot_entropy_hist, plot_frontier, plot_sequences_per_prompt
 from eager_core.eval.records import own_entropies
 
@@ -87,9 +88,39 @@ def reference_theta(thetas: Sequence[float]) -> float | None:
     return ordered[(len(ordered) - 1) // 2] if ordered else None
 
 
+def subsampled_parallel(records: Sequence[dict]) -> list[dict]:
+    """Parallel sampling with k = 1..M sequences, estimated from one parallel run with M per prompt.
+
+    For each k: Pass@k is the mean unbiased pass@k (Chen et al.) over prompts, and #T the
+    expected tokens of k random samples out of the M (k/M of the run's #T). This is the
+    baseline frontier at every sample count, to compare EAGer points with, at no extra compute.
+    """
+    if not records:
+        return []
+    m = min(r["num_sequences"] for r in records)
+    total = sum(r["generated_tokens"] for r in records)
+    rows = []
+    for k in range(1, m + 1):
+        p = sum(unbiased_pass_at_k(r["num_sequences"], sum(s["correct"] for s in r["sequences"]), k)
+                for r in records) / len(records)
+        rows.append({"method": "parallel", "max_sequences": k, "pass_at_k": p,
+                     "num_tokens": sum(r["generated_tokens"] * k / r["num_sequences"] for r in records),
+                     "mean_sequences": float(k), "from_m": m, "from_num_tokens": total})
+    return rows
+
+
+def parallel_baseline(records_by_setting: Mapping[tuple, Sequence[dict]]) -> list[dict]:
+    """``subsampled_parallel`` of the parallel setting with the largest M (``[]`` if none ran)."""
+    keys = [key for key in records_by_setting if key[0] == "parallel"]
+    return subsampled_parallel(records_by_setting[max(keys, key=lambda k: k[2])]) if keys else []
+
+
 def make_plots(rows: Sequence[Mapping], records_by_setting: Mapping[tuple, Sequence[dict]],
                thetas: Sequence[float], out_dir: str | os.PathLike, top_k: int = 20) -> dict:
     """Write the frontier, entropy and sequences-per-prompt plots; return {name: file name}.
+
+    ``frontier_subsampled.png`` draws the EAGer rows against ``subsampled_parallel`` of the
+    parallel run with the largest M (labelled M=k for k samples), when both exist.
 
     ``records_by_setting`` maps ``(method, theta, M)`` to that setting's records. The entropy
     histogram uses the ``parallel`` records when there are any (plain sampling at T, with no
@@ -100,6 +131,11 @@ def make_plots(rows: Sequence[Mapping], records_by_setting: Mapping[tuple, Seque
     if rows:
         plot_frontier(rows, os.path.join(out_dir, "frontier.png"))
         written["frontier"] = "frontier.png"
+    eager_rows = [r for r in rows if r["method"] != "parallel"]
+    baseline = parallel_baseline(records_by_setting)
+    if baseline and eager_rows:
+        plot_frontier(eager_rows + baseline, os.path.join(out_dir, "frontier_subsampled.png"))
+        written["frontier_subsampled"] = "frontier_subsampled.png"
     parallel = [r for key, recs in records_by_setting.items() if key[0] == "parallel" for r in recs]
     source = parallel or [r for recs in records_by_setting.values() for r in recs]
     entropies = own_entropies(source)

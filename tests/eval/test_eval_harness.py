@@ -41,7 +41,7 @@ def llm(tiny_ckpt):
 
 def config(**kw) -> EvalConfig:
     base = dict(dataset=FIXTURE, seed=3, methods=["parallel", "eager-init", "eager", "eager-adapt"],
-                thetas=[2.0, 2.9], max_sequences=[2, 3], max_tokens=6, batch_prompts=2)
+                thetas=[2.0, 3.5], max_sequences=[2, 3], max_tokens=6, batch_prompts=3)
     base.update(kw)
     return EvalConfig(**base)
 
@@ -61,6 +61,11 @@ class CountingLLM:
         out = self.llm.eager(*args, **kwargs)
         self.last_stats = self.llm.last_stats
         return out
+
+
+def checker(text: str, gold: str) -> bool:
+    """A deterministic stand-in for is_correct: a random model is never right, so metrics would be 0."""
+    return len(text) % 3 == 0
 
 
 def lines(path: Path) -> list[dict]:
@@ -85,7 +90,7 @@ def full_run(llm, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     counting = CountingLLM(llm)
     messages = []
-    results = run_eval(counting, config(), out, progress=False, log=messages.append)
+    results = run_eval(counting, config(), out, progress=False, log=messages.append, checker=checker)
     return out, results, counting.calls, messages
 
 
@@ -99,9 +104,9 @@ def test_sweep_settings_runs_parallel_once_per_m():
 def test_end_to_end_writes_every_file(full_run):
     out, results, calls, messages = full_run
     n_settings = 2 * (1 + 3 * 2)
-    assert calls == n_settings * 3               # 5 problems in batches of 2
+    assert calls == n_settings * 2               # 5 problems in batches of 3
     assert any("harness_small.jsonl:4" in m for m in messages)   # the bad line, by number
-    for name in ("results.json", "generations.jsonl", "frontier.png", "entropy_hist.png",
+    for name in ("results.json", "generations.jsonl", "frontier.png", "frontier_subsampled.png", "entropy_hist.png",
                  "sequences_per_prompt_M2.png", "sequences_per_prompt_M3.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
@@ -143,7 +148,15 @@ def test_metrics_match_the_records(full_run):
         assert row["num_tokens"] == sum(r["generated_tokens"] for r in mine)
         assert row["pass_at_k"] == pass_at_k([[s["correct"] for s in r["sequences"]] for r in mine])
         assert row["mean_sequences"] == sum(r["num_sequences"] for r in mine) / N_PROBLEMS
-        assert row["n_batches"] == 3 and row["wall_s"] > 0
+        assert row["n_batches"] == 2 and row["wall_s"] > 0
+    assert all(0 < r["pass_ratio"] < 1 for r in results["settings"])   # the checker is neither always nor never right
+    # eager gets the labels from the same checker: a prompt solved by EAGer-init gets no more sequences.
+    for r in records:
+        if r["method"] == "eager" and any(s["correct"] for s in r["sequences"] if s["round"] == 0):
+            assert all(s["round"] == 0 for s in r["sequences"])
+    # θ=3.5 exceeds every top-20 entropy (<= ln 20): one sequence each, the rest goes to unsolved prompts.
+    assert all(r["num_sequences"] == 1 for r in records if r["method"] == "eager-init" and r["setting"]["theta"] == 3.5)
+    assert any(s["round"] > 0 for r in records if r["method"] == "eager" for s in r["sequences"])
     # eager and eager-adapt spend at most M x N sequences per batch (the budget is per call).
     for r in records:
         if r["method"] in ("eager", "eager-adapt"):
@@ -152,15 +165,27 @@ def test_metrics_match_the_records(full_run):
             assert sum(x["num_sequences"] for x in batch) <= r["setting"]["M"] * len(batch)
 
 
+def test_subsampled_parallel_baseline_agrees_with_the_parallel_run(full_run):
+    _, results, _, _ = full_run
+    parallel = next(r for r in results["settings"] if r["method"] == "parallel" and r["max_sequences"] == 3)
+    curve = results["parallel_subsampled"]
+    assert [r["max_sequences"] for r in curve] == [1, 2, 3]
+    # k = M is the run itself; k = 1 is the mean fraction of correct samples (PR).
+    assert curve[-1]["pass_at_k"] == pytest.approx(parallel["pass_at_k"])
+    assert curve[-1]["num_tokens"] == pytest.approx(parallel["num_tokens"])
+    assert curve[0]["pass_at_k"] == pytest.approx(parallel["pass_ratio"])
+    assert curve[0]["num_tokens"] == pytest.approx(parallel["num_tokens"] / 3)
+
+
 def test_interrupt_then_resume_redoes_nothing_finished(llm, full_run, tmp_path):
     out_full, results_full, total_calls, _ = full_run
     interrupted = CountingLLM(llm, fail_on=8)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(interrupted, config(), tmp_path, progress=False)
+        run_eval(interrupted, config(), tmp_path, progress=False, checker=checker)
     done = len(lines(tmp_path / "generations.jsonl"))
-    assert done == 5 + 5 + 2                      # parallel, eager-init θ=2 and one batch of θ=2.9
+    assert done == 3 * 5 + 3                      # parallel, eager-init θ=2 and 3.5, one batch of eager
     resumed = CountingLLM(llm)
-    results = run_eval(resumed, config(), tmp_path, progress=False)
+    results = run_eval(resumed, config(), tmp_path, progress=False, checker=checker)
     assert resumed.calls == total_calls - 7       # only the unfinished batches ran again
     assert by_key(lines(tmp_path / "generations.jsonl")) == by_key(lines(out_full / "generations.jsonl"))
     assert untimed(results["settings"]) == untimed(results_full["settings"])
@@ -171,17 +196,17 @@ def test_a_batch_cut_mid_write_is_rerun_and_only_its_missing_lines_added(llm, fu
     real_append, appended = JsonlLog.append, []
 
     def append_then_die(self, record):
-        if len(appended) == 3:                    # the second line of the second batch
+        if len(appended) == 4:                    # the second line of the second batch
             raise KeyboardInterrupt
         real_append(self, record)
         appended.append(record)
 
     monkeypatch.setattr(JsonlLog, "append", append_then_die)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(CountingLLM(llm), config(), tmp_path, progress=False)
+        run_eval(CountingLLM(llm), config(), tmp_path, progress=False, checker=checker)
     monkeypatch.setattr(JsonlLog, "append", real_append)
     resumed = CountingLLM(llm)
-    run_eval(resumed, config(), tmp_path, progress=False)
+    run_eval(resumed, config(), tmp_path, progress=False, checker=checker)
     assert resumed.calls == total_calls - 1       # batch 2 ran again, whole (its budget is per call)
     got = lines(tmp_path / "generations.jsonl")
     assert len(got) == len(by_key(got)) == 14 * N_PROBLEMS   # no duplicate line
