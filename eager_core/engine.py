@@ -149,15 +149,23 @@ class Engine:
         return out, logits[torch.tensor(rows, device=logits.device)]
 
     def _drop_bad_rows(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[torch.Tensor, list[Sequence]]:
-        """A NaN or +inf in a row stops that sequence with finish_reason 'error'; the others go on."""
-        bad = (logits.isnan() | (logits == float("inf"))).any(dim=-1)
+        """A NaN or +inf in a row (or no finite value at all) stops that sequence with finish_reason
+        'error'; the others go on.
+
+        The blocks such a sequence gives back to the pool are zeroed, so that its non-finite
+        keys/values cannot reach the next owner of a block (masked padding multiplies a value by a
+        probability of 0, and 0 * NaN is NaN).
+        """
+        bad = (logits.isnan() | (logits == float("inf"))).any(dim=-1) | (logits == float("-inf")).all(dim=-1)
         if not bool(bad.any()):
             return logits, seqs
         keep = []
         for i, seq in enumerate(seqs):
             if bool(bad[i]):
-                seq.error = "non-finite logits (NaN or +inf) at position %d" % len(seq.token_ids)
+                seq.error = "non-finite logits (NaN or inf) at position %d" % len(seq.token_ids)
+                dying = [b for b in seq.block_table if self.bm.ref_count[b] == 1]   # freed by finish()
                 self.finish(seq, "error")
+                self.runner.kv_pool.zero_blocks(dying)
             else:
                 keep.append(i)
         return logits[torch.tensor(keep, dtype=torch.long, device=logits.device)], [seqs[i] for i in keep]

@@ -46,6 +46,17 @@ class LLM:
             raise ConfigError(f"block_size={block_size!r}: expected a positive integer")
         if num_kv_blocks is not None and (not isinstance(num_kv_blocks, int) or num_kv_blocks < 1):
             raise ConfigError(f"num_kv_blocks={num_kv_blocks!r}: expected a positive integer or None")
+        for name, value in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r}: expected a positive integer")
+        if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 2):
+            raise ConfigError(f"max_model_len={max_model_len!r}: expected an integer >= 2 or None")
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ConfigError(f"device={device!r}: {e}") from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={str(device)!r}: CUDA is not available (this torch build or machine has no GPU)")
         if ckpt is None:   # the default model: converted from the installed GGUF once, then cached
             from eager_core.io.default_model import default_checkpoint
             ckpt = default_checkpoint()
@@ -113,6 +124,10 @@ class LLM:
         from eager_core.eager.params import EagerParams
         from eager_core.eager.runner import run_eager
 
+        if isinstance(prompts, str):   # one prompt, as generate() accepts (else each character would be one)
+            prompts = [prompts]
+        if params is not None and not isinstance(params, EagerParams):
+            raise RequestError(f"params is a {type(params).__name__}, expected EagerParams")
         with self._lock:
             return run_eager(self, prompts, params or EagerParams(), method, answers, checker)
 
@@ -131,7 +146,11 @@ class LLM:
                     logits, _ = self.engine.runner.run([(seq, n)], num_decode=0, all_logits=True)
                     rows.append(logits)
             finally:
+                # Non-finite keys/values must not outlive the call in freed blocks (see Engine._drop_bad_rows).
+                dirty = not all(bool(torch.isfinite(r).all()) for r in rows)
+                dying = [b for b in seq.block_table if self.block_manager.ref_count[b] == 1] if dirty else []
                 self.block_manager.free(seq.block_table)
+                self.kv_pool.zero_blocks(dying)
             return torch.cat(rows)
 
     # --- shared plumbing (also used by the EAGer layer) --------------------------------------------
@@ -167,13 +186,20 @@ class LLM:
         if prompts is None and prompt_token_ids is None:
             raise RequestError("no prompts given: pass prompts=[...] or prompt_token_ids=[[...]]")
         if prompt_token_ids is not None:
+            if not isinstance(prompt_token_ids, (list, tuple)) or not all(
+                    isinstance(ids, (list, tuple)) for ids in prompt_token_ids):
+                raise RequestError("prompt_token_ids must be a list of token-id lists, e.g. [[1, 2, 3]]")
             return [(None, list(ids)) for ids in prompt_token_ids]
         if isinstance(prompts, str):
             prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)):
+            raise RequestError(f"prompts is a {type(prompts).__name__}, expected a string or a list of strings")
         pairs = []
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
                 raise RequestError(f"prompts[{i}] is a {type(p).__name__}, expected a string")
+            if not p:   # checked on the text: a tokenizer that adds BOS would make it one token
+                raise RequestError(f"prompts[{i}] is empty")
             pairs.append((p, self.tokenizer.encode(p, add_special_tokens=add_special_tokens)))
         return pairs
 
@@ -182,7 +208,9 @@ class LLM:
         if not ids:
             raise RequestError(f"{where}: empty prompt (no tokens)")
         vocab = self.config.vocab_size
-        if any((not isinstance(t, int)) or t < 0 or t >= vocab for t in ids):
+        if not isinstance(params, SamplingParams):
+            raise RequestError(f"params is a {type(params).__name__}, expected SamplingParams")
+        if any((not isinstance(t, int)) or isinstance(t, bool) or t < 0 or t >= vocab for t in ids):
             raise RequestError(f"{where}: prompt token ids must be integers in [0, {vocab})")
         if len(ids) >= self.max_model_len:
             raise RequestError(f"{where}: prompt has {len(ids)} tokens, the model's context is {self.max_model_len}")

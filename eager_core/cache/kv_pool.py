@@ -59,5 +59,17 @@ class KVPool:
         dst = (torch.tensor([d for _, d in pairs])[:, None] * bs + offsets).flatten().to(self.kv.device)
         self.kv.index_copy_(2, dst, self.kv.index_select(2, src))
 
+    def zero_blocks(self, blocks: list[int]) -> None:
+        """Overwrite every slot of ``blocks`` (all layers) with zeros.
+
+        For blocks freed by a sequence whose values went non-finite: a later owner never reads a
+        slot before writing it, but masked-out padding may still multiply one by a probability of 0.
+        """
+        if not blocks:
+            return
+        bs = self.block_size
+        slots = (torch.tensor(blocks)[:, None] * bs + torch.arange(bs)).flatten().to(self.kv.device)
+        self.kv.index_fill_(2, slots, 0)
+
     def nbytes(self) -> int:
         return self.kv.numel() * self.kv.element_size()

@@ -293,6 +293,9 @@ def _load_jsonl(path: str, limit: int | None) -> LoadedDataset:
         except json.JSONDecodeError as exc:
             skipped.append(SkippedLine(path, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})"))
             continue
+        except RecursionError:   # nested deeper than the parser's stack: one bad line, not a crash
+            skipped.append(SkippedLine(path, lineno, "invalid JSON (nested too deeply)"))
+            continue
         try:
             problem = _parse_line(obj, path, lineno)
         except ValueError as exc:

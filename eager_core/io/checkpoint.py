@@ -66,7 +66,9 @@ def read_json_file(path: Path, error: type[Exception] = ConfigError) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        hint = " (the file looks truncated)" if e.pos >= len(text.rstrip()) else ""
+        # A string left open can only end at the end of the file: cut inside a string.
+        cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+        hint = " (the file looks truncated)" if cut else ""
         raise error(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}{hint}") from e
     except RecursionError as e:   # e.g. "[[[[..." nested deeper than the parser's stack
         raise error(f"{path}: malformed JSON: nested too deeply to parse") from e

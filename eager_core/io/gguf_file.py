@@ -132,6 +132,8 @@ class GGUFFile:
         if not 1 <= n_dims <= _MAX_DIMS:
             raise cur.fail(f"tensor {name!r} has {n_dims} dimensions (expected 1..{_MAX_DIMS})")
         dims = tuple(cur.scalar("<Q", f"tensor {name!r} dims") for _ in range(n_dims))
+        if 0 in dims:   # no weight is empty, and a zero would hide a gigantic dimension from the size check
+            raise cur.fail(f"tensor {name!r} has a zero dimension in {list(dims)}")
         code = cur.scalar("<I", f"tensor {name!r} type")
         offset = cur.scalar("<Q", f"tensor {name!r} offset")
         try:

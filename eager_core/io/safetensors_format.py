@@ -93,7 +93,8 @@ def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
         raise _fail(path, f"header is not valid JSON ({e})") from e
     if not isinstance(header, dict):
         raise _fail(path, f"header must be a JSON object, got {type(header).__name__}")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata   # (not `or {}`: [] or "" must be refused, as the library does)
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _fail(path, "__metadata__ must be a JSON object of strings")
     data_len = size - 8 - n
@@ -107,7 +108,7 @@ def _parse_entry(path: Path, name: str, spec: object, data_len: int) -> TensorEn
     if not isinstance(spec, dict):
         raise _fail(path, f"{where}: entry must be an object, got {type(spec).__name__}")
     dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:   # (a list or dict is unhashable)
         raise _fail(path, f"{where}: unknown dtype {dtype!r} (expected one of {sorted(DTYPE_SIZES)})")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise _fail(path, f"{where}: shape must be a list of non-negative integers, got {shape!r}")

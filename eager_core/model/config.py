@@ -33,6 +33,10 @@ _ARCHITECTURES = {
     "Qwen3ForCausalLM": "qwen3", "SmolLM3ForCausalLM": "smollm3",
 }
 _ROPE_TYPES = ("default", "linear", "llama3")
+# Bounds far above any real model, checked before anything is sized from a config: a corrupt
+# num_hidden_layers of 10**12 must be an error, not a list of 10**12 flags.
+_MAX_SIZE = (1 << 31) - 1
+_MAX_LAYERS = 1 << 16
 
 
 @dataclass
@@ -62,79 +66,154 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any], source: str = "config.json") -> "ModelConfig":
-        """Parse an HF config dict; raise ConfigError naming the field at fault."""
+        """Parse an HF config dict; raise ConfigError naming the field at fault.
+
+        Any JSON value in any field gives either a config satisfying the class invariants or a
+        ConfigError (never a TypeError/ValueError): the fields are type-checked before use.
+        """
         if not isinstance(cfg, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
-        model_type = cfg.get("model_type")
-        if model_type not in _FAMILIES:
-            archs = cfg.get("architectures") or []
-            mapped = [_ARCHITECTURES[a] for a in archs if a in _ARCHITECTURES]
-            if not mapped:
-                raise ConfigError(
-                    f"{source}: unsupported architecture (model_type={model_type!r}, architectures={archs!r}); "
-                    f"supported model types: {', '.join(sorted(_FAMILIES))}")
-            model_type = mapped[0]
+        model_type = _model_type(cfg, source)
         family = _FAMILIES[model_type]
-
-        def need(key: str, kind: type = int) -> Any:
-            if key not in cfg or cfg[key] is None:
-                raise ConfigError(f"{source}: missing required field {key!r}")
-            value = cfg[key]
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"{source}: field {key!r} must be a positive integer, got {value!r}")
-            return value
-
-        hidden, heads = need("hidden_size"), need("num_attention_heads")
-        kv_heads = cfg.get("num_key_value_heads") or heads
-        head_dim = cfg.get("head_dim") or hidden // heads
-        if not isinstance(kv_heads, int) or kv_heads <= 0 or heads % kv_heads:
+        f = _Fields(cfg, source)
+        hidden, heads = f.positive_int("hidden_size"), f.positive_int("num_attention_heads")
+        kv_heads = f.positive_int("num_key_value_heads", default=heads)
+        if heads % kv_heads:
             raise ConfigError(f"{source}: num_key_value_heads={kv_heads!r} must divide num_attention_heads={heads}")
+        if hidden // heads == 0 and cfg.get("head_dim") is None:
+            raise ConfigError(f"{source}: hidden_size={hidden} is smaller than num_attention_heads={heads} "
+                              "and no head_dim is given")
+        head_dim = f.positive_int("head_dim", default=hidden // heads)
+        if head_dim % 2:
+            raise ConfigError(f"{source}: head_dim={head_dim} must be even (rotary embeddings rotate pairs)")
         if cfg.get("use_sliding_window") and cfg.get("sliding_window"):
             raise ConfigError(f"{source}: sliding-window attention (use_sliding_window=true) is not supported")
         act = cfg.get("hidden_act", "silu")
         if act != "silu":
             raise ConfigError(f"{source}: hidden_act={act!r} is not supported (expected 'silu')")
-        num_layers = need("num_hidden_layers")
+        num_layers = f.positive_int("num_hidden_layers", most=_MAX_LAYERS)
         theta, scaling = _read_rope(cfg, source)
         rope_layers = [True] * num_layers
         if model_type == "smollm3" and cfg.get("no_rope_layers") is not None:
             flags = cfg["no_rope_layers"]
-            if not isinstance(flags, list) or len(flags) != num_layers:
-                raise ConfigError(f"{source}: no_rope_layers must list {num_layers} flags, got {flags!r}")
-            rope_layers = [bool(f) for f in flags]  # 1 = this layer uses RoPE (transformers' convention)
-        attention_bias = bool(cfg.get("attention_bias", False))
+            if (not isinstance(flags, list) or len(flags) != num_layers
+                    or not all(isinstance(x, (bool, int)) for x in flags)):
+                raise ConfigError(f"{source}: no_rope_layers must list {num_layers} flags (0 or 1), got {flags!r}")
+            rope_layers = [bool(x) for x in flags]  # 1 = this layer uses RoPE (transformers' convention)
+        attention_bias = f.flag("attention_bias")
+        eps = cfg.get("rms_norm_eps", 1e-6)
+        if not _is_number(eps) or not math.isfinite(eps) or eps < 0:
+            raise ConfigError(f"{source}: rms_norm_eps must be a finite number >= 0, got {eps!r}")
+        bos = cfg.get("bos_token_id")
+        if bos is not None and not _is_token_id(bos):
+            raise ConfigError(f"{source}: bos_token_id must be a token id (integer >= 0) or null, got {bos!r}")
         eos = cfg.get("eos_token_id")
+        eos_ids = [] if eos is None else [eos] if _is_token_id(eos) else eos
+        if not isinstance(eos_ids, list) or not all(_is_token_id(t) for t in eos_ids):
+            raise ConfigError(f"{source}: eos_token_id must be a token id, a list of them or null, got {eos!r}")
         return cls(
-            model_type=model_type, vocab_size=need("vocab_size"), hidden_size=hidden,
-            intermediate_size=need("intermediate_size"), num_layers=num_layers, num_heads=heads,
-            num_kv_heads=kv_heads, head_dim=int(head_dim), rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            model_type=model_type, vocab_size=f.positive_int("vocab_size"), hidden_size=hidden,
+            intermediate_size=f.positive_int("intermediate_size"), num_layers=num_layers, num_heads=heads,
+            num_kv_heads=kv_heads, head_dim=head_dim, rms_norm_eps=float(eps),
+            max_position_embeddings=f.positive_int("max_position_embeddings", default=2048),
+            tie_word_embeddings=f.flag("tie_word_embeddings"),
             qkv_bias=family["qkv_bias"] if family["qkv_bias"] is not None else attention_bias,
-            o_bias=attention_bias and model_type != "qwen2", mlp_bias=bool(cfg.get("mlp_bias", False)),
+            o_bias=attention_bias and model_type != "qwen2", mlp_bias=f.flag("mlp_bias"),
             qk_norm=family["qk_norm"], rope_theta=theta, rope_scaling=scaling, rope_layers=rope_layers,
-            bos_token_id=cfg.get("bos_token_id"),
-            eos_token_ids=[] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
+            bos_token_id=bos, eos_token_ids=list(eos_ids),
         )
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_token_id(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _model_type(cfg: dict[str, Any], source: str) -> str:
+    """The family: ``model_type`` if we know it, else the first known entry of ``architectures``."""
+    model_type = cfg.get("model_type")
+    if isinstance(model_type, str) and model_type in _FAMILIES:
+        return model_type
+    archs = cfg.get("architectures") or []
+    mapped = [_ARCHITECTURES[a] for a in archs if isinstance(a, str) and a in _ARCHITECTURES] \
+        if isinstance(archs, list) else []
+    if not mapped:
+        raise ConfigError(
+            f"{source}: unsupported architecture (model_type={model_type!r}, architectures={archs!r}); "
+            f"supported model types: {', '.join(sorted(_FAMILIES))}")
+    return mapped[0]
+
+
+class _Fields:
+    """Typed reads of config fields; a value of the wrong type is a ConfigError naming the field."""
+
+    _MISSING = object()
+
+    def __init__(self, cfg: dict[str, Any], source: str):
+        self.cfg, self.source = cfg, source
+
+    def positive_int(self, key: str, default: Any = _MISSING, most: int = _MAX_SIZE) -> int:
+        value = self.cfg.get(key)
+        if value is None:   # absent or null: the default, if the field has one
+            if default is self._MISSING:
+                raise ConfigError(f"{self.source}: missing required field {key!r}")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{self.source}: field {key!r} must be a positive integer, got {value!r}")
+        if value > most:
+            raise ConfigError(f"{self.source}: field {key!r} = {value} is beyond any supported model (at most {most})")
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self.cfg.get(key, False)
+        if value is None:
+            return False
+        if not isinstance(value, bool) and value not in (0, 1):
+            raise ConfigError(f"{self.source}: field {key!r} must be true or false, got {value!r}")
+        return bool(value)
 
 
 def _read_rope(cfg: dict[str, Any], source: str) -> tuple[float, dict[str, Any] | None]:
     """Return (theta, scaling dict or None) from either spelling of the rope settings."""
     params = cfg.get("rope_parameters")
-    if isinstance(params, dict) and "full_attention" in params and isinstance(params["full_attention"], dict):
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(f"{source}: rope_parameters must be an object, got {params!r}")
+    if isinstance(params, dict) and isinstance(params.get("full_attention"), dict):
         params = params["full_attention"]  # per-layer-type spelling; we only have full attention
-    scaling = dict(params) if isinstance(params, dict) else (dict(cfg["rope_scaling"]) if cfg.get("rope_scaling") else None)
+    legacy = cfg.get("rope_scaling")
+    if legacy and not isinstance(legacy, dict):
+        raise ConfigError(f"{source}: rope_scaling must be an object, got {legacy!r}")
+    scaling = dict(params) if params is not None else (dict(legacy) if legacy else None)
     theta = (params or {}).get("rope_theta", cfg.get("rope_theta", 10000.0))
-    if not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 0:
+    if not _is_number(theta) or not math.isfinite(theta) or theta <= 0:
         raise ConfigError(f"{source}: rope_theta must be a positive number, got {theta!r}")
     if scaling is not None:
         kind = scaling.get("rope_type", scaling.get("type", "default"))
-        if kind not in _ROPE_TYPES:
+        if not isinstance(kind, str) or kind not in _ROPE_TYPES:
             raise ConfigError(f"{source}: rope type {kind!r} is not supported (supported: {', '.join(_ROPE_TYPES)})")
         if kind == "default":
             scaling = None
         else:
             scaling["rope_type"] = kind
-            if not isinstance(scaling.get("factor"), (int, float)) or scaling["factor"] <= 0:
-                raise ConfigError(f"{source}: rope scaling {kind!r} needs a positive 'factor'")
+            _check_scaling(scaling, kind, source)
     return float(theta), scaling
+
+
+def _check_scaling(scaling: dict[str, Any], kind: str, source: str) -> None:
+    """The numbers rope_inv_freq divides by must be finite and positive (and llama3's band non-empty)."""
+    def positive(key: str, default: float | None = None) -> float:
+        value = scaling.get(key, default)
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{source}: rope scaling {kind!r} needs a positive {key!r}, got {value!r}")
+        return value
+
+    positive("factor")
+    if kind == "llama3":
+        low, high = positive("low_freq_factor", 1.0), positive("high_freq_factor", 4.0)
+        positive("original_max_position_embeddings", 8192)
+        if high <= low:
+            raise ConfigError(f"{source}: rope scaling 'llama3' needs high_freq_factor > low_freq_factor, "
+                              f"got {high!r} <= {low!r}")
