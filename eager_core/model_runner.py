@@ -75,7 +75,7 @@ class ModelRunner:
         return logits, sampled
 
     def _decode_gather(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Slots [B, C] of every decoding sequence's context (padded with slot 0) and its mask."""
+        """Slots [B, C] of every decoding sequence's context (padded with its own first slot) and its mask."""
         bs = self.block_size
         ctx = torch.tensor([s.num_computed + 1 for s in seqs], dtype=torch.long)
         width = max(len(s.block_table) for s in seqs)
@@ -86,5 +86,7 @@ class ModelRunner:
         if bool((ctx == C).all()):   # equal lengths (one sequence, or n samples of a prompt): no padding
             return slots.to(self.device), None
         mask = pos[None, :] < ctx[:, None]
-        slots = slots.masked_fill(~mask, 0)
+        # Pad with the sequence's own first slot, never another sequence's block: masked positions
+        # still multiply their values by 0, and a foreign block could hold a NaN.
+        slots = torch.where(mask, slots, slots[:, :1])
         return slots.to(self.device), mask[:, None, None, :].to(self.device)

@@ -35,7 +35,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except EagerError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)   # always one line
         return 2
     except KeyboardInterrupt:
         if debug:

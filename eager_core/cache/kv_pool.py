@@ -44,8 +44,8 @@ class KVPool:
     def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device):
         self.num_blocks, self.block_size = num_blocks, block_size
-        # Zero-filled on purpose: attention pads short contexts with slot 0, and masked-out
-        # positions multiply their values by a probability of 0, which must not meet a NaN.
+        # Zero-filled on purpose: masked-out positions multiply their values by a probability of 0,
+        # which must never meet a NaN from uninitialised memory.
         self.kv = torch.zeros(cfg.num_layers, 2, num_blocks * block_size, cfg.num_kv_heads, cfg.head_dim,
                               dtype=dtype, device=device)
 

@@ -45,7 +45,7 @@ class AttentionMetadata:
 
     slot_mapping: torch.Tensor                 # [T] long
     num_decode: int = 0
-    decode_slots: torch.Tensor | None = None   # [B, C] long, padded with slot 0
+    decode_slots: torch.Tensor | None = None   # [B, C] long, padded with the row's first slot
     decode_mask: torch.Tensor | None = None    # [B, 1, 1, C] bool, True where the position exists;
                                                # None when every context is full length (no padding)
     prefills: list[PrefillChunk] = field(default_factory=list)
