@@ -1,7 +1,7 @@
 """Benchmark eager_core against transformers' generate, side by side in one run.
 
     python tools/bench.py                       # every workload, float32, 256 new tokens
-    python tools/bench.py --quick               # 32 new tokens, smaller bandwidth probe: a smoke run
+    python tools/bench.py --quick               # smoke run: 32 new tokens, fewer prompts in (c) and (d)
     python tools/bench.py --dtype bfloat16 --workloads b,c --json bench.json
 
 Both engines get the same checkpoint (default: the converted SmolLM2-135M-Instruct folder that
@@ -28,7 +28,7 @@ import cli_common  # noqa: F401  (sets up the import path)
 from cli_common import add_model_flags, run_main
 
 from bench_runners import MARKER, measure
-from bench_table import build_rows, check_targets, format_table, machine_bandwidth
+from bench_table import build_rows, check_targets, format_table, machine_bandwidth, machine_matmul_gflops
 from bench_workloads import (DESCRIPTIONS, ENGINES, NUM_MATH_PROMPTS, NUM_MIXED_PROMPTS, WORKLOADS, build,
                              kv_bytes_per_token)
 
@@ -49,6 +49,7 @@ class BenchConfig:
     num_kv_blocks: int | None = None
     threads: int | None = None
     bandwidth_bytes: int = 1 << 30
+    matmul_size: int = 1024
     in_process: bool = False
     num_mixed_prompts: int = NUM_MIXED_PROMPTS   # (c); fewer only in tests
     num_math_prompts: int = NUM_MATH_PROMPTS     # (d); fewer only in tests
@@ -63,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1,
                    help="timed runs per measurement after one warm-up; the fastest is kept (prefill: at least 3)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in both engines (default: torch's)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, 256 MiB bandwidth probe")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 32 new tokens, 8 prompts in (c), 4 in (d), 256 MiB bandwidth probe")
     p.add_argument("--in-process", action="store_true", help="measure in this process (peak RSS is then shared)")
-    p.add_argument("--json", metavar="OUT", default=None, help="also write the results as JSON to OUT")
+    p.add_argument("--json", metavar="OUT", default=None,
+                   help="also write the results as JSON to OUT (rewritten after every measurement)")
     return p
 
 
@@ -83,11 +86,18 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise ConfigError(f"--repeats {args.repeats}: expected at least 1")
     return BenchConfig(ckpt=args.ckpt, dtype=args.dtype, device=args.device, workloads=names, max_tokens=max_tokens,
                        repeats=args.repeats, num_kv_blocks=args.num_kv_blocks, threads=args.threads,
-                       bandwidth_bytes=(256 << 20) if args.quick else (1 << 30), in_process=args.in_process)
+                       bandwidth_bytes=(256 << 20) if args.quick else (1 << 30), in_process=args.in_process,
+                       # --quick is a smoke run: fewer prompts in (c) and (d), so it takes about a minute
+                       num_mixed_prompts=8 if args.quick else NUM_MIXED_PROMPTS,
+                       num_math_prompts=4 if args.quick else NUM_MATH_PROMPTS)
 
 
-def run_bench(cfg: BenchConfig, log=print) -> dict[str, Any]:
-    """Measure every requested workload in both engines; return the report (rows, notes, targets)."""
+def run_bench(cfg: BenchConfig, log=print, on_result=None) -> dict[str, Any]:
+    """Measure every requested workload in both engines; return the report (rows, notes, targets).
+
+    ``on_result(report)`` (optional) gets the report so far after every measurement: a long run
+    that is interrupted still leaves what it measured.
+    """
     from eager_core.io.checkpoint import read_config
     from eager_core.llm import LLM
 
@@ -96,8 +106,11 @@ def run_bench(cfg: BenchConfig, log=print) -> dict[str, Any]:
         cfg.ckpt = str(default_checkpoint())
     hf_cfg = read_config(Path(cfg.ckpt))
     kvb = kv_bytes_per_token(hf_cfg, ELEM_SIZE[cfg.dtype])
-    bandwidth = machine_bandwidth(cfg.device, cfg.bandwidth_bytes)
-    log(f"machine copy bandwidth: {bandwidth:.2f} GB/s ({cfg.bandwidth_bytes >> 20} MiB copy, read+write, best of 5)")
+    machine = dict(bandwidth_gbs=machine_bandwidth(cfg.device, cfg.bandwidth_bytes),
+                   matmul_gflops=machine_matmul_gflops(cfg.device, cfg.dtype, cfg.matmul_size))
+    log(f"machine copy bandwidth: {machine['bandwidth_gbs']:.2f} GB/s ({cfg.bandwidth_bytes >> 20} MiB copy, "
+        f"read+write, best of 5); {cfg.dtype} matmul {machine['matmul_gflops']:.1f} GFLOP/s "
+        f"({cfg.matmul_size}^3, best of 5)")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     notes: list[str] = []
     for name in cfg.workloads:
@@ -109,7 +122,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict[str, Any]:
                    cfg.num_mixed_prompts, cfg.num_math_prompts)
         results[name] = {}
         for engine in ENGINES[name]:
-            log(f"({name}) {DESCRIPTIONS[name]}: {engine} ...")
+            log(f"({name}) {DESCRIPTIONS[name]} [{len(wl.prompt_ids)} prompts x {wl.n}, "
+                f"{wl.max_tokens} new tokens]: {engine} ...")
             spec = dict(engine=engine, workload=wl.to_dict(), ckpt=cfg.ckpt, dtype=cfg.dtype, device=cfg.device,
                         repeats=max(cfg.repeats, 3) if name == "prefill" else cfg.repeats,
                         num_kv_blocks=cfg.num_kv_blocks, threads=cfg.threads)
@@ -118,10 +132,17 @@ def run_bench(cfg: BenchConfig, log=print) -> dict[str, Any]:
             except ChildFailed as exc:
                 notes.append(f"({name}) {engine} failed: {exc}")
                 log(notes[-1])
-    rows = build_rows(results, kvb, bandwidth)
-    threads = {r.get("threads") for by in results.values() for r in by.values()}
-    return dict(config=asdict(cfg), machine=dict(bandwidth_gbs=bandwidth, torch_threads=sorted(t for t in threads if t)),
-                kv_bytes_per_position=kvb, rows=rows, notes=notes, targets=check_targets(rows),
+            if on_result is not None:
+                on_result(_report(cfg, machine, kvb, results, notes))
+    return _report(cfg, machine, kvb, results, notes)
+
+
+def _report(cfg: BenchConfig, machine: dict[str, float], kvb: int, results: dict[str, dict[str, dict[str, Any]]],
+            notes: list[str]) -> dict[str, Any]:
+    rows = build_rows(results, kvb, machine["bandwidth_gbs"], ELEM_SIZE[cfg.dtype])
+    threads = sorted({r["threads"] for by in results.values() for r in by.values() if r.get("threads")})
+    return dict(config=asdict(cfg), machine=dict(machine, torch_threads=threads), kv_bytes_per_position=kvb,
+                rows=rows, notes=list(notes), targets=check_targets(rows),
                 raw={n: {e: {k: v for k, v in r.items() if k != "token_ids"} for e, r in by.items()}
                      for n, by in results.items()})
 
@@ -144,8 +165,8 @@ def format_report(report: dict[str, Any]) -> str:
     cfg, machine = report["config"], report["machine"]
     head = (f"checkpoint {cfg['ckpt']}  dtype {cfg['dtype']}  device {cfg['device']}  max_tokens {cfg['max_tokens']}"
             f"  torch threads {','.join(map(str, machine['torch_threads'])) or '?'}\n"
-            f"machine copy bandwidth {machine['bandwidth_gbs']:.2f} GB/s; KV bytes per cached position "
-            f"{report['kv_bytes_per_position']}")
+            f"machine: copy bandwidth {machine['bandwidth_gbs']:.2f} GB/s (read+write), {cfg['dtype']} matmul "
+            f"{machine['matmul_gflops']:.1f} GFLOP/s; KV bytes per cached position {report['kv_bytes_per_position']}")
     parts = [head, format_table(report["rows"])]
     if report["notes"]:
         parts.append("\n".join(report["notes"]))
@@ -157,10 +178,14 @@ def format_report(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    report = run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    def save(report: dict[str, Any]) -> None:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+    report = run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                       on_result=save if args.json else None)
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        save(report)
     return 0
 
 

@@ -90,7 +90,7 @@ class EngineClock:
 
     def decode_window(self) -> dict[str, Any]:
         if not self.events:
-            return dict(decode_s=None, decode_steps=0, kv_ctx=0)
+            return dict(decode_s=None, decode_steps=0, decode_tokens=0, kv_ctx=0)
         last_prefill = max(s[1] for _, s, _ in self.events)
         prefill_steps = [i for i, (_, s, _) in enumerate(self.events) if s[1] == last_prefill]
         # The first step whose prefill counter reached its final value did the last prefill work.
@@ -99,7 +99,7 @@ class EngineClock:
         after = [(t, s, c) for t, s, c in self.events if s[0] > first_final[0]]
         steps = len({s for _, s, _ in after})
         return dict(decode_s=(self.events[-1][0] - start) if steps else None, decode_steps=steps,
-                    kv_ctx=sum(c for _, _, c in after))
+                    decode_tokens=len(after), kv_ctx=sum(c for _, _, c in after))
 
 
 def kv_blocks_needed(wl: Workload, block_size: int = BLOCK_SIZE) -> int:
@@ -212,11 +212,12 @@ def _run_transformers(spec: dict[str, Any], wl: Workload) -> dict[str, Any]:
         steps = max(0, len(clock.times) - 1)
         prompt_lens = [len(p) for p in wl.prompt_ids for _ in range(wl.n)]
         # Step k (1-based) after the prefill produces token k+1 while attending over P + k positions.
-        kv_ctx = sum(min(steps, len(g) - 1) * P + sum(range(1, min(steps, len(g) - 1) + 1))
-                     for P, g in zip(prompt_lens, gen))
+        decoded = [min(steps, len(g) - 1) for g in gen]
+        kv_ctx = sum(m * P + m * (m + 1) // 2 for P, m in zip(prompt_lens, decoded))
         return dict(tokens=sum(len(g) for g in gen), token_ids=gen if wl.greedy else None,
                     decode_s=(clock.times[-1] - clock.times[0]) if steps else None, decode_steps=steps,
-                    kv_ctx=kv_ctx if wl.ignore_eos else None, stats=dict(steps=len(clock.times)))
+                    decode_tokens=sum(decoded), kv_ctx=kv_ctx if wl.ignore_eos else None,
+                    stats=dict(steps=len(clock.times)))
 
     result = _best_of(spec["repeats"], dev, run)
     result["weight_bytes"] = hf_weight_bytes(model)

@@ -10,6 +10,9 @@ Definitions (every row of a workload is compared with the transformers row of th
     GB/s      (decode steps x weight bytes + attended positions x KV bytes per position) / decode time:
               the bytes a decode step cannot avoid reading, whatever the engine does on top
     % BW      GB/s over the machine's copy bandwidth measured in the same run
+    GFLOP/s   2 x weight parameters x tokens through the model / time (decode rows: decode tokens over
+              decode time; prefill: prompt tokens over the call; (d): generated tokens over wall).
+              Attention's own FLOPs are not counted. Read it against the measured matmul rate.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from bench_workloads import DESCRIPTIONS, ENGINES
 
 COLUMNS = [("workload", "workload"), ("engine", "engine"), ("tokens", "tokens"), ("wall_s", "wall s"),
            ("tok_s", "tok/s"), ("ms_step", "ms/step"), ("x_hf", "x HF"), ("peak_mib", "peak MiB"),
-           ("bw_gbs", "GB/s"), ("bw_pct", "% BW"), ("match", "greedy = HF")]
+           ("bw_gbs", "GB/s"), ("bw_pct", "% BW"), ("gflops", "GFLOP/s"), ("match", "greedy = HF")]
 
 
 def machine_bandwidth(device: str = "cpu", nbytes: int = 1 << 30, tries: int = 5) -> float:
@@ -45,6 +48,25 @@ def machine_bandwidth(device: str = "cpu", nbytes: int = 1 << 30, tries: int = 5
     return 2 * n * 4 / best / 1e9
 
 
+def machine_matmul_gflops(device: str = "cpu", dtype: str = "float32", n: int = 1024, tries: int = 5) -> float:
+    """Matmul throughput in GFLOP/s: an n x n by n x n product (2 n^3 FLOPs), best of ``tries``."""
+    import torch
+
+    a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
+    b = torch.randn(n, n, device=device).to(getattr(torch, dtype))
+    a @ b   # warm-up: thread pool, kernel selection
+    best = math.inf
+    for _ in range(tries):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
 def match_rate(ours: list[list[int]], ref: list[list[int]]) -> dict[str, Any]:
     """Sequences identical to the reference, and the share of tokens before the first difference."""
     equal = sum(a == b for a, b in zip(ours, ref))
@@ -59,8 +81,10 @@ def match_rate(ours: list[list[int]], ref: list[list[int]]) -> dict[str, Any]:
 
 
 def build_rows(results: dict[str, dict[str, dict[str, Any]]], kv_bytes_per_pos: int,
-               bandwidth_gbs: float) -> list[dict[str, Any]]:
-    """One row per (workload, engine) measured; ``results[workload][engine]`` is a runner result."""
+               bandwidth_gbs: float, elem_size: int) -> list[dict[str, Any]]:
+    """One row per (workload, engine) measured; ``results[workload][engine]`` is a runner result.
+
+    ``elem_size`` (bytes per weight) turns weight bytes into parameters for the GFLOP/s column."""
     rows = []
     for name, by_engine in results.items():
         ref = by_engine.get("transformers")
@@ -68,13 +92,13 @@ def build_rows(results: dict[str, dict[str, dict[str, Any]]], kv_bytes_per_pos: 
             res = by_engine.get(engine)
             if res is None:
                 continue
-            row = _row(name, engine, res, ref, kv_bytes_per_pos, bandwidth_gbs)
+            row = _row(name, engine, res, ref, kv_bytes_per_pos, bandwidth_gbs, elem_size)
             rows.append(row)
     return rows
 
 
 def _row(name: str, engine: str, res: dict[str, Any], ref: dict[str, Any] | None, kvb: int,
-         bandwidth_gbs: float) -> dict[str, Any]:
+         bandwidth_gbs: float, elem_size: int) -> dict[str, Any]:
     wall = res["wall_s"]
     tokens = res["prompt_tokens"] if name == "prefill" else res["tokens"]
     steps, decode_s = res.get("decode_steps") or 0, res.get("decode_s")
@@ -89,6 +113,13 @@ def _row(name: str, engine: str, res: dict[str, Any], ref: dict[str, Any] | None
     bw = None
     if name != "prefill" and decode_s and steps and res.get("kv_ctx") is not None:
         bw = (steps * res["weight_bytes"] + res["kv_ctx"] * kvb) / decode_s / 1e9
+    flops_per_token = 2 * res["weight_bytes"] / elem_size
+    if name in ("prefill", "d"):
+        gflops = flops_per_token * tokens / wall / 1e9
+    elif decode_s and res.get("decode_tokens"):
+        gflops = flops_per_token * res["decode_tokens"] / decode_s / 1e9
+    else:
+        gflops = None
     match = None
     if engine != "transformers" and ref is not None and res.get("token_ids") and ref.get("token_ids"):
         match = match_rate(res["token_ids"], ref["token_ids"])
@@ -97,7 +128,7 @@ def _row(name: str, engine: str, res: dict[str, Any], ref: dict[str, Any] | None
                 tok_s=tokens / wall if wall > 0 else None, ms_step=ms_step,
                 x_hf=(ref["wall_s"] / wall) if ref is not None and wall > 0 else None,
                 peak_mib=peak, gpu_peak_mib=res.get("gpu_peak_mib"), bw_gbs=bw,
-                bw_pct=(100 * bw / bandwidth_gbs) if bw is not None and bandwidth_gbs else None,
+                bw_pct=(100 * bw / bandwidth_gbs) if bw is not None and bandwidth_gbs else None, gflops=gflops,
                 match=match, decode_steps=steps, weight_bytes=res.get("weight_bytes"),
                 sequences=res.get("sequences"))
 
@@ -113,7 +144,7 @@ def _cell(key: str, row: dict[str, Any]) -> str:
         return f"{v:.0f}" + (f" (gpu {gpu:.0f})" if gpu is not None else "")
     if key in ("wall_s", "x_hf", "bw_gbs"):
         return f"{v:.2f}"
-    if key in ("tok_s", "ms_step", "bw_pct"):
+    if key in ("tok_s", "ms_step", "bw_pct", "gflops"):
         return f"{v:.1f}"
     return str(v)
 
