@@ -33,18 +33,23 @@ class DistributedError(EagerError):
     """Another rank failed, died or hung; the message names the rank (and its error) when known."""
 
 
-def timeout_seconds() -> float:
-    """The collective timeout: ``$EAGER_CORE_DIST_TIMEOUT`` seconds, else DEFAULT_TIMEOUT_S."""
-    raw = os.environ.get(TIMEOUT_ENV)
+def positive_seconds(env: str, default: float) -> float:
+    """A positive number of seconds from environment variable ``env`` (``default`` when unset)."""
+    raw = os.environ.get(env)
     if raw is None:
-        return DEFAULT_TIMEOUT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+        raise ConfigError(f"{env}={raw!r}: expected a positive number of seconds")
     return value
+
+
+def timeout_seconds() -> float:
+    """The collective timeout: ``$EAGER_CORE_DIST_TIMEOUT`` seconds, else DEFAULT_TIMEOUT_S."""
+    return positive_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
 def rank_device(device: str | torch.device) -> torch.device:

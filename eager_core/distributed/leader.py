@@ -24,10 +24,9 @@ from typing import Any, Callable, TypeVar
 
 import torch.distributed as dist
 
-from eager_core.distributed.context import DistributedError, collective, init_distributed
+from eager_core.distributed.context import DistributedError, collective, init_distributed, positive_seconds
 from eager_core.distributed.data_parallel import eager_data_parallel
 from eager_core.eager.params import EagerParams
-from eager_core.errors import ConfigError
 
 T = TypeVar("T")
 _EAGER, _STOP = "eager", "stop"
@@ -114,11 +113,4 @@ def _receive(control: dist.ProcessGroup) -> tuple:
 
 
 def _idle_timeout() -> float:
-    raw = os.environ.get(IDLE_TIMEOUT_ENV, "86400")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{IDLE_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
-    return value
+    return positive_seconds(IDLE_TIMEOUT_ENV, 86400.0)

@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, IO
 
 from eager_core.errors import EagerError
 
@@ -60,13 +60,19 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     raises (``TypeError``/``ValueError``) and leaves any existing file as it was.
     """
     text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=False, ensure_ascii=False)
+    write_atomic(path, lambda fh: fh.write((text + "\n").encode("utf-8")), suffix=".json")
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object], suffix: str = "") -> None:
+    """Write a file atomically: ``write(fh)`` fills a temp file in the same folder, which is fsynced
+    and renamed over ``path``. On any error (interrupt included) the old file is left as it was."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
