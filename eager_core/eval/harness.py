@@ -210,8 +210,3 @@ def _check_resumable(results_path: str, config: EvalConfig) -> None:
     if diff:
         raise ConfigError(f"{os.path.dirname(results_path) or '.'} holds a run with other parameters "
                           f"({'; '.join(diff)}); use another --out to start a new run")
-
-
-def summary_table(results: dict) -> str:
-    """The Markdown table of a ``results.json`` content."""
-    return format_table(results["settings"])
