@@ -70,6 +70,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object], 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; a results file should read like any other
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
