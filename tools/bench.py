@@ -109,7 +109,7 @@ def run_bench(cfg: BenchConfig, log=print, on_result=None) -> dict[str, Any]:
     machine = dict(bandwidth_gbs=machine_bandwidth(cfg.device, cfg.bandwidth_bytes),
                    matmul_gflops=machine_matmul_gflops(cfg.device, cfg.dtype, cfg.matmul_size))
     log(f"machine copy bandwidth: {machine['bandwidth_gbs']:.2f} GB/s ({cfg.bandwidth_bytes >> 20} MiB copy, "
-        f"read+write, best of 5); {cfg.dtype} matmul {machine['matmul_gflops']:.1f} GFLOP/s "
+        f"read+write, best of 10); {cfg.dtype} matmul {machine['matmul_gflops']:.1f} GFLOP/s "
         f"({cfg.matmul_size}^3, best of 5)")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     notes: list[str] = []
@@ -137,11 +137,25 @@ def run_bench(cfg: BenchConfig, log=print, on_result=None) -> dict[str, Any]:
     return _report(cfg, machine, kvb, results, notes)
 
 
+def source_revision() -> str:
+    """The commit measured, with ``+dirty`` when eager_core/ or csrc/ differ from it ("?" outside git)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=RUNNER.parent.parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "eager_core", "csrc")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("+dirty" if dirty else "")
+
+
 def _report(cfg: BenchConfig, machine: dict[str, float], kvb: int, results: dict[str, dict[str, dict[str, Any]]],
             notes: list[str]) -> dict[str, Any]:
     rows = build_rows(results, kvb, machine["bandwidth_gbs"], ELEM_SIZE[cfg.dtype])
     threads = sorted({r["threads"] for by in results.values() for r in by.values() if r.get("threads")})
-    return dict(config=asdict(cfg), machine=dict(machine, torch_threads=threads), kv_bytes_per_position=kvb,
+    return dict(config=asdict(cfg), revision=source_revision(), machine=dict(machine, torch_threads=threads),
+                kv_bytes_per_position=kvb,
                 rows=rows, notes=list(notes), targets=check_targets(rows),
                 raw={n: {e: {k: v for k, v in r.items() if k != "token_ids"} for e, r in by.items()}
                      for n, by in results.items()})
@@ -163,7 +177,8 @@ def _measure_in_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def format_report(report: dict[str, Any]) -> str:
     cfg, machine = report["config"], report["machine"]
-    head = (f"checkpoint {cfg['ckpt']}  dtype {cfg['dtype']}  device {cfg['device']}  max_tokens {cfg['max_tokens']}"
+    head = (f"eager_core {report['revision']}  checkpoint {cfg['ckpt']}\n"
+            f"dtype {cfg['dtype']}  device {cfg['device']}  max_tokens {cfg['max_tokens']}"
             f"  torch threads {','.join(map(str, machine['torch_threads'])) or '?'}\n"
             f"machine: copy bandwidth {machine['bandwidth_gbs']:.2f} GB/s (read+write), {cfg['dtype']} matmul "
             f"{machine['matmul_gflops']:.1f} GFLOP/s; KV bytes per cached position {report['kv_bytes_per_position']}")

@@ -45,11 +45,27 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown engine {spec['engine']!r}")
     result["prompt_tokens"] = sum(len(p) for p in wl.prompt_ids)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = peak_rss_mib()
     if spec["device"].startswith("cuda"):
         result["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     result["threads"] = torch.get_num_threads()
     return result
+
+
+def peak_rss_mib() -> float:
+    """This process's resident-set high-water mark, in MiB.
+
+    Read from /proc (VmHWM), which starts afresh at exec; ``getrusage``'s ru_maxrss does not: it
+    keeps the high-water mark of the parent at fork, so every child would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _sync(device: str) -> None:

@@ -28,7 +28,7 @@ COLUMNS = [("workload", "workload"), ("engine", "engine"), ("tokens", "tokens"),
            ("bw_gbs", "GB/s"), ("bw_pct", "% BW"), ("gflops", "GFLOP/s"), ("match", "greedy = HF")]
 
 
-def machine_bandwidth(device: str = "cpu", nbytes: int = 1 << 30, tries: int = 5) -> float:
+def machine_bandwidth(device: str = "cpu", nbytes: int = 1 << 30, tries: int = 10) -> float:
     """Copy bandwidth in GB/s: bytes read + bytes written by ``dst.copy_(src)``, best of ``tries``."""
     import torch
 
