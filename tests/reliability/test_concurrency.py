@@ -61,8 +61,10 @@ def test_threads_get_the_outputs_of_sequential_calls_and_never_interleave(llm):
         if i == 1:   # a failing and an interrupted call in the middle: the others must not notice
             with pytest.raises(RequestError):
                 llm.generate(prompt_token_ids=[[]], params=SAMPLED)
+            current.call = ("generate-interrupted", i)   # its own label: it is a separate call
             with pytest.raises(KeyboardInterrupt):
                 llm.generate(prompt_token_ids=PROMPTS_A, params=SAMPLED, on_token=_interrupt)
+            current.call = ("generate", i)
         return token_ids(llm.generate(prompt_token_ids=PROMPTS_A, params=SAMPLED))
 
     threads = [threading.Thread(target=worker, args=("generate", generator)),
@@ -80,6 +82,6 @@ def test_threads_get_the_outputs_of_sequential_calls_and_never_interleave(llm):
     # Each call's forward passes form one contiguous run: no step of another call in between.
     runs = [call for k, call in enumerate(log) if k == 0 or log[k - 1] != call]
     assert len(runs) == len(set(runs)), runs
-    assert {name for name, _ in runs} == {"generate", "eager", "logits"}
+    assert {name for name, _ in runs} == {"generate", "generate-interrupted", "eager", "logits"}
     assert_clean(llm)
 
