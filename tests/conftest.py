@@ -1,14 +1,27 @@
-"""Shared fixtures: tiny random checkpoints made once per test session."""
+"""Shared fixtures: tiny random checkpoints made once per test session.
+
+The suite runs torch on one thread (OMP_NUM_THREADS=1, inherited by the processes tests spawn):
+on a 2-core machine, OpenMP threads that wait for a peer descheduled by another process stall
+every matmul for milliseconds, and several tests run processes side by side. Nothing here times
+anything, so one thread only removes that variance.
+"""
 
 from __future__ import annotations
 
-import sys
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import sys  # noqa: E402
 from pathlib import Path
 
-import pytest
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_checkpoint  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
