@@ -28,7 +28,8 @@ import cli_common  # noqa: F401  (sets up the import path)
 from cli_common import add_model_flags, run_main
 
 from bench_runners import MARKER, measure
-from bench_table import build_rows, check_targets, format_table, machine_bandwidth, machine_matmul_gflops
+from bench_table import (build_rows, check_targets, format_table, linear_floor_ms, machine_bandwidth,
+                         machine_matmul_gflops)
 from bench_workloads import (DESCRIPTIONS, ENGINES, NUM_MATH_PROMPTS, NUM_MIXED_PROMPTS, WORKLOADS, build,
                              kv_bytes_per_token)
 
@@ -107,10 +108,11 @@ def run_bench(cfg: BenchConfig, log=print, on_result=None) -> dict[str, Any]:
     hf_cfg = read_config(Path(cfg.ckpt))
     kvb = kv_bytes_per_token(hf_cfg, ELEM_SIZE[cfg.dtype])
     machine = dict(bandwidth_gbs=machine_bandwidth(cfg.device, cfg.bandwidth_bytes),
-                   matmul_gflops=machine_matmul_gflops(cfg.device, cfg.dtype, cfg.matmul_size))
+                   matmul_gflops=machine_matmul_gflops(cfg.device, cfg.dtype, cfg.matmul_size),
+                   linear_floor_ms=linear_floor_ms(hf_cfg, cfg.device, cfg.dtype))
     log(f"machine copy bandwidth: {machine['bandwidth_gbs']:.2f} GB/s ({cfg.bandwidth_bytes >> 20} MiB copy, "
         f"read+write, best of 10); {cfg.dtype} matmul {machine['matmul_gflops']:.1f} GFLOP/s "
-        f"({cfg.matmul_size}^3, best of 5)")
+        f"({cfg.matmul_size}^3, best of 5); {_floor_text(machine)}")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     notes: list[str] = []
     for name in cfg.workloads:
@@ -133,8 +135,8 @@ def run_bench(cfg: BenchConfig, log=print, on_result=None) -> dict[str, Any]:
                 notes.append(f"({name}) {engine} failed: {exc}")
                 log(notes[-1])
             if on_result is not None:
-                on_result(_report(cfg, machine, kvb, results, notes))
-    return _report(cfg, machine, kvb, results, notes)
+                on_result(_report(cfg, hf_cfg, machine, kvb, results, notes))
+    return _report(cfg, hf_cfg, machine, kvb, results, notes)
 
 
 def source_revision() -> str:
@@ -150,9 +152,10 @@ def source_revision() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def _report(cfg: BenchConfig, machine: dict[str, float], kvb: int, results: dict[str, dict[str, dict[str, Any]]],
-            notes: list[str]) -> dict[str, Any]:
-    rows = build_rows(results, kvb, machine["bandwidth_gbs"], ELEM_SIZE[cfg.dtype])
+def _report(cfg: BenchConfig, hf_cfg: dict[str, Any], machine: dict[str, float], kvb: int,
+            results: dict[str, dict[str, dict[str, Any]]], notes: list[str]) -> dict[str, Any]:
+    head = hf_cfg["vocab_size"] * hf_cfg["hidden_size"]
+    rows = build_rows(results, kvb, machine["bandwidth_gbs"], ELEM_SIZE[cfg.dtype], head)
     threads = sorted({r["threads"] for by in results.values() for r in by.values() if r.get("threads")})
     return dict(config=asdict(cfg), revision=source_revision(), machine=dict(machine, torch_threads=threads),
                 kv_bytes_per_position=kvb,
@@ -175,13 +178,19 @@ def _measure_in_child(spec: dict[str, Any]) -> dict[str, Any]:
     raise ChildFailed(f"exit code {proc.returncode}, no result (see its error output above)")
 
 
+def _floor_text(machine: dict[str, Any]) -> str:
+    floor = ", ".join(f"{b} rows {ms:.1f}" for b, ms in machine["linear_floor_ms"].items())
+    return f"F.linear over the weights alone, ms per step: {floor}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     cfg, machine = report["config"], report["machine"]
     head = (f"eager_core {report['revision']}  checkpoint {cfg['ckpt']}\n"
             f"dtype {cfg['dtype']}  device {cfg['device']}  max_tokens {cfg['max_tokens']}"
             f"  torch threads {','.join(map(str, machine['torch_threads'])) or '?'}\n"
             f"machine: copy bandwidth {machine['bandwidth_gbs']:.2f} GB/s (read+write), {cfg['dtype']} matmul "
-            f"{machine['matmul_gflops']:.1f} GFLOP/s; KV bytes per cached position {report['kv_bytes_per_position']}")
+            f"{machine['matmul_gflops']:.1f} GFLOP/s; KV bytes per cached position {report['kv_bytes_per_position']}\n"
+            f"{_floor_text(machine)}")
     parts = [head, format_table(report["rows"])]
     if report["notes"]:
         parts.append("\n".join(report["notes"]))

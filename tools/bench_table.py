@@ -11,8 +11,9 @@ Definitions (every row of a workload is compared with the transformers row of th
               the bytes a decode step cannot avoid reading, whatever the engine does on top
     % BW      GB/s over the machine's copy bandwidth measured in the same run
     GFLOP/s   2 x weight parameters x tokens through the model / time (decode rows: decode tokens over
-              decode time; prefill: prompt tokens over the call; (d): generated tokens over wall).
-              Attention's own FLOPs are not counted. Read it against the measured matmul rate.
+              decode time; (d): generated tokens over wall; prefill: the LM head only for the last
+              prompt position, as both engines compute it). Attention's own FLOPs are not counted.
+              Read it against the measured matmul rate.
 """
 
 from __future__ import annotations
@@ -67,6 +68,40 @@ def machine_matmul_gflops(device: str = "cpu", dtype: str = "float32", n: int = 
     return 2 * n ** 3 / best / 1e9
 
 
+def linear_floor_ms(cfg: dict[str, Any], device: str = "cpu", dtype: str = "float32",
+                    batches: tuple[int, ...] = (1, 8, 32, 128), tries: int = 3) -> dict[int, float]:
+    """Milliseconds one decode step's weight matmuls take with plain ``F.linear``, per batch size.
+
+    Random weights of the checkpoint's shapes (q, k, v, o, gate, up, down per layer, then the LM
+    head), applied one after another to ``batch`` rows, best of ``tries``: what torch's own kernels
+    need for the weights alone, without attention, norms, sampling or Python around them.
+    """
+    import torch
+
+    dt = getattr(torch, dtype)
+    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    heads = cfg["num_attention_heads"]
+    hd = cfg.get("head_dim") or h // heads
+    kv = (cfg.get("num_key_value_heads") or heads) * hd
+    shapes = [(heads * hd, h), (kv, h), (kv, h), (h, heads * hd), (inter, h), (inter, h), (h, inter)] * layers
+    weights = [torch.randn(o, i, device=device).to(dt) for o, i in shapes + [(cfg["vocab_size"], h)]]
+    floor = {}
+    for batch in batches:
+        xs = {i: torch.randn(batch, i, device=device).to(dt) for i in {w.shape[1] for w in weights}}
+        best = math.inf
+        for _ in range(tries):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for w in weights:
+                torch.nn.functional.linear(xs[w.shape[1]], w)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        floor[batch] = best * 1e3
+    return floor
+
+
 def match_rate(ours: list[list[int]], ref: list[list[int]]) -> dict[str, Any]:
     """Sequences identical to the reference, and the share of tokens before the first difference."""
     equal = sum(a == b for a, b in zip(ours, ref))
@@ -81,10 +116,11 @@ def match_rate(ours: list[list[int]], ref: list[list[int]]) -> dict[str, Any]:
 
 
 def build_rows(results: dict[str, dict[str, dict[str, Any]]], kv_bytes_per_pos: int,
-               bandwidth_gbs: float, elem_size: int) -> list[dict[str, Any]]:
+               bandwidth_gbs: float, elem_size: int, head_params: int = 0) -> list[dict[str, Any]]:
     """One row per (workload, engine) measured; ``results[workload][engine]`` is a runner result.
 
-    ``elem_size`` (bytes per weight) turns weight bytes into parameters for the GFLOP/s column."""
+    ``elem_size`` (bytes per weight) turns weight bytes into parameters for the GFLOP/s column;
+    ``head_params`` (vocab x hidden) is the LM head, which a prefill applies to one position only."""
     rows = []
     for name, by_engine in results.items():
         ref = by_engine.get("transformers")
@@ -92,13 +128,13 @@ def build_rows(results: dict[str, dict[str, dict[str, Any]]], kv_bytes_per_pos: 
             res = by_engine.get(engine)
             if res is None:
                 continue
-            row = _row(name, engine, res, ref, kv_bytes_per_pos, bandwidth_gbs, elem_size)
+            row = _row(name, engine, res, ref, kv_bytes_per_pos, bandwidth_gbs, elem_size, head_params)
             rows.append(row)
     return rows
 
 
 def _row(name: str, engine: str, res: dict[str, Any], ref: dict[str, Any] | None, kvb: int,
-         bandwidth_gbs: float, elem_size: int) -> dict[str, Any]:
+         bandwidth_gbs: float, elem_size: int, head_params: int) -> dict[str, Any]:
     wall = res["wall_s"]
     tokens = res["prompt_tokens"] if name == "prefill" else res["tokens"]
     steps, decode_s = res.get("decode_steps") or 0, res.get("decode_s")
@@ -114,7 +150,9 @@ def _row(name: str, engine: str, res: dict[str, Any], ref: dict[str, Any] | None
     if name != "prefill" and decode_s and steps and res.get("kv_ctx") is not None:
         bw = (steps * res["weight_bytes"] + res["kv_ctx"] * kvb) / decode_s / 1e9
     flops_per_token = 2 * res["weight_bytes"] / elem_size
-    if name in ("prefill", "d"):
+    if name == "prefill":
+        gflops = ((flops_per_token - 2 * head_params) * tokens + 2 * head_params) / wall / 1e9
+    elif name == "d":
         gflops = flops_per_token * tokens / wall / 1e9
     elif decode_s and res.get("decode_tokens"):
         gflops = flops_per_token * res["decode_tokens"] / decode_s / 1e9

@@ -43,6 +43,9 @@ def test_table_has_every_column_and_finite_ratios(report):
             assert row["x_hf"] == 1.0
     for key in ("bandwidth_gbs", "matmul_gflops"):
         assert math.isfinite(report["machine"][key]) and report["machine"][key] > 0
+    floor = report["machine"]["linear_floor_ms"]
+    assert sorted(floor) == [1, 8, 32, 128] and all(math.isfinite(v) and v > 0 for v in floor.values())
+    assert "F.linear over the weights alone" in table
     json.dumps(report)   # what --json writes must be serialisable
 
 
