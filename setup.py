@@ -111,6 +111,8 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch", "safetensors", "tokenizers", "jinja2", "numpy", "gguf", "ninja"],
     extras_require={
+        # tools/eval.py: datasets, answer checking, plots
+        "eval": ["reasoning-gym", "math-verify", "matplotlib"],
         "test": ["pytest", "hypothesis", "transformers", "reasoning-gym", "math-verify", "matplotlib"],
     },
     zip_safe=False,
