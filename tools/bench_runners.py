@@ -16,6 +16,7 @@ Timing, identical for both engines:
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -49,6 +50,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["device"].startswith("cuda"):
         result["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     result["threads"] = torch.get_num_threads()
+    # The 1-minute load average (this measurement included): on a shared machine, a row measured
+    # under a load above the core count is disturbed and its timing should not be trusted.
+    result["load_avg"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return result
 
 

@@ -10,6 +10,8 @@ Definitions (every row of a workload is compared with the transformers row of th
     GB/s      (decode steps x weight bytes + attended positions x KV bytes per position) / decode time:
               the bytes a decode step cannot avoid reading, whatever the engine does on top
     % BW      GB/s over the machine's copy bandwidth measured in the same run
+    load      1-minute load average when the measurement ended (the bench's own threads included);
+              above the number of cores, other processes were competing and the row is disturbed
     GFLOP/s   2 x weight parameters x tokens through the model / time (decode rows: decode tokens over
               decode time; (d): generated tokens over wall; prefill: the LM head only for the last
               prompt position, as both engines compute it). Attention's own FLOPs are not counted.
@@ -26,7 +28,8 @@ from bench_workloads import DESCRIPTIONS, ENGINES
 
 COLUMNS = [("workload", "workload"), ("engine", "engine"), ("tokens", "tokens"), ("wall_s", "wall s"),
            ("tok_s", "tok/s"), ("ms_step", "ms/step"), ("x_hf", "x HF"), ("peak_mib", "peak MiB"),
-           ("bw_gbs", "GB/s"), ("bw_pct", "% BW"), ("gflops", "GFLOP/s"), ("match", "greedy = HF")]
+           ("bw_gbs", "GB/s"), ("bw_pct", "% BW"), ("gflops", "GFLOP/s"), ("load", "load"),
+           ("match", "greedy = HF")]
 
 
 def machine_bandwidth(device: str = "cpu", nbytes: int = 1 << 30, tries: int = 10) -> float:
@@ -167,7 +170,7 @@ def _row(name: str, engine: str, res: dict[str, Any], ref: dict[str, Any] | None
                 x_hf=(ref["wall_s"] / wall) if ref is not None and wall > 0 else None,
                 peak_mib=peak, gpu_peak_mib=res.get("gpu_peak_mib"), bw_gbs=bw,
                 bw_pct=(100 * bw / bandwidth_gbs) if bw is not None and bandwidth_gbs else None, gflops=gflops,
-                match=match, decode_steps=steps, weight_bytes=res.get("weight_bytes"),
+                match=match, load=res.get("load_avg"), decode_steps=steps, weight_bytes=res.get("weight_bytes"),
                 sequences=res.get("sequences"))
 
 
@@ -180,7 +183,7 @@ def _cell(key: str, row: dict[str, Any]) -> str:
     if key == "peak_mib":
         gpu = row.get("gpu_peak_mib")
         return f"{v:.0f}" + (f" (gpu {gpu:.0f})" if gpu is not None else "")
-    if key in ("wall_s", "x_hf", "bw_gbs"):
+    if key in ("wall_s", "x_hf", "bw_gbs", "load"):
         return f"{v:.2f}"
     if key in ("tok_s", "ms_step", "bw_pct", "gflops"):
         return f"{v:.1f}"
