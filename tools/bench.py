@@ -11,7 +11,8 @@ and full parallel sampling with M=8 on 16 math prompts, and a ~512-token prefill
 report whether the engine's tokens equal transformers'. Each measurement runs in its own process,
 so peak RSS belongs to one engine. The machine's memory bandwidth is measured first, by a large
 tensor copy, so that the achieved decode bandwidth can be read against it. Column definitions are
-in bench_table.py; timings on a shared machine are noisy: use --repeats to keep the best of several.
+in bench_table.py; timings on a shared machine are noisy: use --repeats to keep the best of several,
+and read the load column. Without --num-kv-blocks the engine's KV pool is sized to each workload.
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ class BenchConfig:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
+    for action in p._actions:   # the shared flag's help describes LLM's default, which the bench replaces
+        if action.dest == "num_kv_blocks":
+            action.help = "engine KV pool size in blocks (default: sized to each workload's need)"
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)")
-    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sequence (default 256; 32 with --quick)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="new tokens per sequence (default 256; 32 with --quick)")
     p.add_argument("--repeats", type=int, default=1,
                    help="timed runs per measurement after one warm-up; the fastest is kept (prefill: at least 3)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in both engines (default: torch's)")

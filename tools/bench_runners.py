@@ -20,7 +20,6 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import cli_common  # noqa: F401  (sets up the import path)
