@@ -15,6 +15,7 @@ import torch
 
 from eager_core.cache.block_manager import BlockManager
 from eager_core.cache.kv_pool import KVPool, default_num_blocks
+from eager_core.decode_graphs import DecodeGraphs
 from eager_core.engine import Engine, Policy, SamplingPolicy
 from eager_core.errors import ConfigError, RequestError
 from eager_core.io.checkpoint import load_weights, read_config
@@ -39,7 +40,7 @@ class LLM:
     def __init__(self, ckpt: str | None = None, dtype: str = "float32", device: str = "cpu", block_size: int = 16,
                  num_kv_blocks: int | None = None, seed: int = 0, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
-                 tensor_parallel_size: int = 1):
+                 tensor_parallel_size: int = 1, enforce_eager: bool = False):
         if dtype not in DTYPES:
             raise ConfigError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
         if not isinstance(block_size, int) or block_size < 1:
@@ -49,6 +50,8 @@ class LLM:
         for name, value in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r}: expected a positive integer")
+        if not isinstance(enforce_eager, bool):
+            raise ConfigError(f"enforce_eager={enforce_eager!r}: expected True or False")
         if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 2):
             raise ConfigError(f"max_model_len={max_model_len!r}: expected an integer >= 2 or None")
         try:
@@ -83,7 +86,12 @@ class LLM:
         self.block_manager = BlockManager(num_kv_blocks, block_size)
         self.kv_pool = KVPool(model_cfg, num_kv_blocks, block_size, self.dtype, self.device)
         self.scheduler = Scheduler(self.block_manager, max_num_seqs, max_num_batched_tokens)
-        self.engine = Engine(ModelRunner(self.model, self.kv_pool, self.block_manager), self.scheduler,
+        # On a GPU, decode steps replay CUDA graphs unless enforce_eager (vLLM's name for the switch).
+        graphs = None
+        if self.device.type == "cuda" and not enforce_eager and self.tp is None:
+            graphs = DecodeGraphs(self.model, self.kv_pool, max_batch=min(max_num_seqs, 128),
+                                  max_context=self.max_model_len)
+        self.engine = Engine(ModelRunner(self.model, self.kv_pool, self.block_manager, graphs), self.scheduler,
                              self.tokenizer, self.max_model_len)
         self._seed_stream = random.Random(seed)
         self._next_request_id = 0

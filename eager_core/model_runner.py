@@ -4,6 +4,9 @@ The runner owns the model, the KV pool and the block manager. For each scheduled
 (sequence, n) it reserves slots for positions [num_computed, num_computed + n) (copy-on-write
 happens here), copies every CoW block of the step in one operation, then runs one forward over
 the packed tokens. Logits come back only for sequences whose context is complete after the step.
+
+A decode-only step can instead go through ``DecodeGraphs`` (decode_graphs.py): same inputs, padded
+to a static shape and replayed as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ import torch
 
 from eager_core.cache.block_manager import BlockManager
 from eager_core.cache.kv_pool import KVPool
+from eager_core.decode_graphs import DecodeGraphs
 from eager_core.model.attention import AttentionMetadata, PrefillChunk
 from eager_core.model.transformer import Transformer
 from eager_core.sequence import Sequence
 
 
 class ModelRunner:
-    def __init__(self, model: Transformer, kv_pool: KVPool, block_manager: BlockManager):
+    def __init__(self, model: Transformer, kv_pool: KVPool, block_manager: BlockManager,
+                 graphs: DecodeGraphs | None = None):
         self.model, self.kv_pool, self.bm = model, kv_pool, block_manager
         self.device = model.device
         self.block_size = block_manager.block_size
+        self.graphs = graphs
 
     def _slots_of(self, table: list[int], length: int) -> torch.Tensor:
         """Slot of every position [0, length) of a sequence, as a tensor."""
@@ -62,6 +68,15 @@ class ModelRunner:
                 sampled.append(seq)
         # Every copy-on-write of the step happens before the forward pass writes anything.
         self.kv_pool.copy_blocks(copies)
+        graphs = self.graphs
+        if (graphs is not None and num_decode == len(items) and not all_logits
+                and graphs.fits(num_decode, max(positions) + 1)):
+            seqs = [s for s, _ in items]
+            logits = graphs.run(input_ids, positions, slot_mapping, [s.block_table for s in seqs],
+                                [p + 1 for p in positions])
+            for seq in seqs:
+                seq.num_computed += 1
+            return logits, sampled
         meta = AttentionMetadata(slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=self.device),
                                  num_decode=num_decode, prefills=prefills)
         if num_decode:

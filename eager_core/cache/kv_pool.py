@@ -1,6 +1,7 @@
 """The KV tensors themselves: one pool of blocks for all layers, and batched block copies.
 
-Layout ``[layers, 2 (k, v), num_blocks * block_size, kv_heads, head_dim]``: slot s of layer l is
+Layout ``[layers, 2 (k, v), (num_blocks + 1) * block_size, kv_heads, head_dim]`` (the last block is
+scratch, see ``KVPool.scratch_block``): slot s of layer l is
 ``pool[l, :, s]``. Keeping every layer in one tensor lets a copy-on-write step copy a block in all
 layers with one indexing operation.
 """
@@ -44,9 +45,12 @@ class KVPool:
     def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device):
         self.num_blocks, self.block_size = num_blocks, block_size
+        # One block past the block manager's range is never handed out: the padding rows of a
+        # static-shape decode step (decode_graphs.py) read and write only this scratch block.
+        self.scratch_block = num_blocks
         # Zero-filled on purpose: masked-out positions multiply their values by a probability of 0,
         # which must never meet a NaN from uninitialised memory.
-        self.kv = torch.zeros(cfg.num_layers, 2, num_blocks * block_size, cfg.num_kv_heads, cfg.head_dim,
+        self.kv = torch.zeros(cfg.num_layers, 2, (num_blocks + 1) * block_size, cfg.num_kv_heads, cfg.head_dim,
                               dtype=dtype, device=device)
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
