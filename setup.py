@@ -16,7 +16,8 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CPU_SOURCES = ["csrc/entropy_gate_binding.cpp", "csrc/entropy_gate_cpu.cpp", "csrc/entropy_gate_cpu_simd.cpp"]
+CPU_SOURCES = ["csrc/entropy_gate_binding.cpp", "csrc/entropy_gate_cpu.cpp", "csrc/entropy_gate_cpu_simd.cpp",
+               "csrc/small_linear_binding.cpp", "csrc/small_linear_cpu.cpp"]
 CUDA_SOURCES = ["csrc/entropy_gate_cuda.cu", "csrc/entropy_gate_cuda_binding.cpp"]
 STRICT = os.environ.get("EAGER_CORE_STRICT_BUILD", "") == "1"
 

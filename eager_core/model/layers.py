@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from eager_core.ops.linear import linear
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) * weight, computed in float32 like the reference implementations.
@@ -82,6 +84,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
 def swiglu_mlp(x: torch.Tensor, gate_up_w: torch.Tensor, gate_up_b: torch.Tensor | None,
                down_w: torch.Tensor, down_b: torch.Tensor | None) -> torch.Tensor:
     """down(silu(gate(x)) * up(x)); gate and up are fused into one matmul at load time."""
-    gate_up = F.linear(x, gate_up_w, gate_up_b)
+    gate_up = linear(x, gate_up_w, gate_up_b)
     gate, up = gate_up.chunk(2, dim=-1)
-    return F.linear(F.silu(gate) * up, down_w, down_b)
+    return linear(F.silu(gate) * up, down_w, down_b)

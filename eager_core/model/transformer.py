@@ -18,6 +18,7 @@ from eager_core.errors import CheckpointError
 from eager_core.model.attention import AttentionMetadata, paged_attention, write_kv
 from eager_core.model.config import ModelConfig
 from eager_core.model.layers import apply_rope, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
+from eager_core.ops.linear import linear
 
 
 @dataclass
@@ -124,7 +125,7 @@ class Transformer:
         for i, lw in enumerate(self.layers):
             # --- attention block ---
             hn = rms_norm(x, lw.input_norm, cfg.rms_norm_eps)
-            qkv = F.linear(hn, lw.qkv_w, lw.qkv_b)
+            qkv = linear(hn, lw.qkv_w, lw.qkv_b)
             q = qkv[:, :q_out].view(T, cfg.num_heads, hd)
             k = qkv[:, q_out:q_out + kv_out].view(T, cfg.num_kv_heads, hd)
             v = qkv[:, q_out + kv_out:].view(T, cfg.num_kv_heads, hd)
@@ -140,9 +141,9 @@ class Transformer:
             write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
             attn = paged_attention(q, k_cache, v_cache, meta, self.scale)
             if tp is None:
-                x = x + F.linear(attn.reshape(T, q_out), lw.o_w, lw.o_b)
+                x = x + linear(attn.reshape(T, q_out), lw.o_w, lw.o_b)
             else:
-                x = x + tp.reduce(F.linear(attn.reshape(T, q_out), lw.o_w), lw.o_b)
+                x = x + tp.reduce(linear(attn.reshape(T, q_out), lw.o_w), lw.o_b)
             # --- MLP block ---
             hn = rms_norm(x, lw.post_norm, cfg.rms_norm_eps)
             if tp is None:
@@ -150,7 +151,7 @@ class Transformer:
             else:
                 x = x + tp.reduce(swiglu_mlp(hn, lw.gate_up_w, lw.gate_up_b, lw.down_w, None), lw.down_b)
         x = rms_norm(x[logits_indices], self.norm, cfg.rms_norm_eps)
-        return F.linear(x, self.lm_head).float()
+        return linear(x, self.lm_head).float()
 
 
 class _WeightTaker:

@@ -3,11 +3,13 @@
 entropy_gate            fused per-row entropy / top-k entropy / top-2 / branch decision
 entropy_gate_reference  the same in plain PyTorch ops (fallback, benchmark baseline, test oracle)
 backend                 which implementation entropy_gate uses: "cuda", "cpp" or "torch"
+linear                  F.linear, or the compiled small-M CPU kernel for decode-sized float32 inputs
 """
 
 from eager_core.ops._extension import backend
 from eager_core.ops.entropy_gate import entropy_gate
 from eager_core.ops.entropy_reference import entropy_gate_reference
 from eager_core.ops.entropy_result import EntropyGateResult
+from eager_core.ops.linear import linear
 
-__all__ = ["entropy_gate", "entropy_gate_reference", "backend", "EntropyGateResult"]
+__all__ = ["entropy_gate", "entropy_gate_reference", "backend", "EntropyGateResult", "linear"]

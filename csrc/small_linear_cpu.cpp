@@ -1,0 +1,118 @@
+/*
+ * small_linear_cpu.cpp: the AVX-512 kernel behind small_linear.h.
+ *
+ * Loop order: for two weight rows at a time, for each block of up to 8 rows of x, run along K
+ * with 2 x MB vector accumulators (MB <= 8 is a template parameter, so they live in registers),
+ * then reduce each accumulator horizontally. Per 16 floats of K that is 2 weight loads, MB loads
+ * of x (L1-resident: x is at most 16 x K floats) and 2 x MB FMAs, so the weights stream at close
+ * to the memory bandwidth for MB up to 8.
+ */
+#include "small_linear.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SL_X86 1
+#include <immintrin.h>
+#endif
+
+namespace eager_core {
+namespace small_linear {
+
+#ifdef SL_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#endif
+namespace {
+
+template <int MB, int NR>
+void block(const float* x, int64_t K, const float* W, const float* bias, float* y, int64_t ldy, int64_t n) {
+  __m512 acc[NR][MB];
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < MB; ++j) acc[r][j] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 w[NR];
+    for (int r = 0; r < NR; ++r) {
+      // Ask for the next rows' line now: memory latency hides behind this row's FMAs.
+      _mm_prefetch(reinterpret_cast<const char*>(W + (n + r + NR) * K + k), _MM_HINT_T0);
+      w[r] = _mm512_loadu_ps(W + (n + r) * K + k);
+    }
+    for (int j = 0; j < MB; ++j) {
+      const __m512 xv = _mm512_loadu_ps(x + j * K + k);
+      for (int r = 0; r < NR; ++r) acc[r][j] = _mm512_fmadd_ps(xv, w[r], acc[r][j]);
+    }
+  }
+  if (k < K) {  // the tail: masked loads read zeros past the end of each row
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 w[NR];
+    for (int r = 0; r < NR; ++r) w[r] = _mm512_maskz_loadu_ps(m, W + (n + r) * K + k);
+    for (int j = 0; j < MB; ++j) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + j * K + k);
+      for (int r = 0; r < NR; ++r) acc[r][j] = _mm512_fmadd_ps(xv, w[r], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    const float b = bias ? bias[n + r] : 0.0f;
+    for (int j = 0; j < MB; ++j) y[j * ldy + n + r] = _mm512_reduce_add_ps(acc[r][j]) + b;
+  }
+}
+
+template <int NR>
+void rows_of(const float* x, int64_t M, int64_t K, const float* W, const float* bias, float* y, int64_t ldy,
+             int64_t n) {
+  for (int64_t m0 = 0; m0 < M; m0 += 8) {
+    const float* xb = x + m0 * K;
+    float* yb = y + m0 * ldy;
+    switch (M - m0 >= 8 ? 8 : M - m0) {
+      case 1: block<1, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 2: block<2, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 3: block<3, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 4: block<4, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 5: block<5, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 6: block<6, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 7: block<7, NR>(xb, K, W, bias, yb, ldy, n); break;
+      default: block<8, NR>(xb, K, W, bias, yb, ldy, n); break;
+    }
+  }
+}
+
+}  // namespace
+
+void rows_avx512(const float* x, int64_t M, int64_t K, const float* W, const float* bias, float* y,
+                 int64_t ldy, int64_t n_begin, int64_t n_end) {
+  int64_t n = n_begin;
+  for (; n + 2 <= n_end; n += 2) rows_of<2>(x, M, K, W, bias, y, ldy, n);
+  if (n < n_end) rows_of<1>(x, M, K, W, bias, y, ldy, n);
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif  // SL_X86
+
+bool supported() {
+#ifdef SL_X86
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void rows(const float* x, int64_t M, int64_t K, const float* W, const float* bias, float* y, int64_t ldy,
+          int64_t n_begin, int64_t n_end) {
+#ifdef SL_X86
+  rows_avx512(x, M, K, W, bias, y, ldy, n_begin, n_end);
+#else
+  (void)x, (void)M, (void)K, (void)W, (void)bias, (void)y, (void)ldy, (void)n_begin, (void)n_end;
+#endif
+}
+
+}  // namespace small_linear
+}  // namespace eager_core

@@ -1,0 +1,78 @@
+"""The small-M float32 linear kernel (csrc/small_linear_cpu.cpp) against F.linear in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from entropy_gate_cases import REQUIRE_EXT
+
+from eager_core.ops import linear
+from eager_core.ops.linear import SMALL_M, _kernel_available, use_small_linear
+
+needs_kernel = pytest.mark.skipif(not _kernel_available() and not REQUIRE_EXT,
+                                  reason="compiled extension or AVX-512F missing")
+
+
+@needs_kernel
+@pytest.mark.parametrize("M", [1, 2, 3, 7, 8, 9, 16, 17, 31, 32])
+@pytest.mark.parametrize("N,K", [(1, 1), (3, 5), (7, 16), (33, 17), (130, 576), (1001, 40)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_matches_float64(M, N, K, with_bias):
+    g = torch.Generator().manual_seed(M * 1000 + N + K)
+    x, w = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g)
+    b = torch.randn(N, generator=g) if with_bias else None
+    assert use_small_linear(x, w)
+    y = linear(x, w, b)
+    ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+    assert y.dtype == torch.float32 and y.shape == (M, N)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * K ** 0.5)
+
+
+@needs_kernel
+def test_every_output_written_and_threads_agree():
+    x, w = torch.randn(5, 300), torch.randn(4099, 300)   # odd N: the last row is a single-row tail
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = linear(x, w)
+        torch.set_num_threads(2)
+        two = linear(x, w)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.isfinite(one).all()
+    assert torch.equal(one, two)   # each output is one thread's work: same order of sums
+
+
+@needs_kernel
+def test_leading_dims_and_strided_input():
+    w = torch.randn(64, 48)
+    x = torch.randn(3, 2, 96)[..., ::2]     # [3, 2, 48], last dim strided
+    y = linear(x, w)
+    assert y.shape == (3, 2, 64)
+    torch.testing.assert_close(y, F.linear(x.contiguous(), w), rtol=1e-5, atol=1e-5)
+
+
+def test_falls_back_to_f_linear_outside_its_domain(monkeypatch):
+    w = torch.randn(8, 16)
+    assert not use_small_linear(torch.randn(SMALL_M + 1, 16), w)                 # too many rows
+    assert not use_small_linear(torch.randn(2, 16, dtype=torch.float64), w.double())
+    assert not use_small_linear(torch.randn(2, 16).bfloat16(), w.bfloat16())
+    assert not use_small_linear(torch.randn(2, 32), torch.randn(32, 16).t())     # non-contiguous weight
+    monkeypatch.setenv("EAGER_CORE_DISABLE_EXT", "1")
+    assert not use_small_linear(torch.randn(2, 16), w)
+    x = torch.randn(2, 16)
+    assert torch.equal(linear(x, w), F.linear(x, w))
+
+
+@needs_kernel
+def test_op_rejects_bad_inputs():
+    op = torch.ops.eager_core.small_linear
+    with pytest.raises(RuntimeError, match="float32"):
+        op(torch.randn(2, 4).double(), torch.randn(3, 4).double(), None)
+    with pytest.raises(RuntimeError, match="last dimension"):
+        op(torch.randn(2, 5), torch.randn(3, 4), None)
+    with pytest.raises(RuntimeError, match="rows"):
+        op(torch.randn(65, 4), torch.randn(3, 4), None)
+    with pytest.raises(RuntimeError, match="bias"):
+        op(torch.randn(2, 4), torch.randn(3, 4), torch.randn(4))
