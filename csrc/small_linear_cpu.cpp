@@ -9,6 +9,10 @@
  */
 #include "small_linear.h"
 
+#ifndef SL_AHEAD
+#define SL_AHEAD 2
+#endif
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SL_X86 1
 #include <immintrin.h>
@@ -36,7 +40,7 @@ void block(const float* x, int64_t K, const float* W, const float* bias, float* 
     __m512 w[NR];
     for (int r = 0; r < NR; ++r) {
       // Ask for the next rows' line now: memory latency hides behind this row's FMAs.
-      _mm_prefetch(reinterpret_cast<const char*>(W + (n + r + NR) * K + k), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(W + (n + r + SL_AHEAD) * K + k), _MM_HINT_T0);
       w[r] = _mm512_loadu_ps(W + (n + r) * K + k);
     }
     for (int j = 0; j < MB; ++j) {

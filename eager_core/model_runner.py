@@ -18,6 +18,7 @@ from eager_core.cache.kv_pool import KVPool
 from eager_core.decode_graphs import DecodeGraphs
 from eager_core.model.attention import AttentionMetadata, PrefillChunk
 from eager_core.model.transformer import Transformer
+from eager_core.ops.paged_attention import use_paged_kernel
 from eager_core.sequence import Sequence
 
 
@@ -79,7 +80,14 @@ class ModelRunner:
             return logits, sampled
         meta = AttentionMetadata(slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=self.device),
                                  num_decode=num_decode, prefills=prefills)
-        if num_decode:
+        if num_decode and use_paged_kernel(self.device, self.kv_pool.kv.dtype):
+            decoding = [s for s, _ in items[:num_decode]]
+            width = max(len(s.block_table) for s in decoding)
+            meta.decode_tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in decoding],
+                                              dtype=torch.long)
+            meta.decode_context_lens = torch.tensor([s.num_computed + 1 for s in decoding], dtype=torch.long)
+            meta.block_size = self.block_size
+        elif num_decode:
             meta.decode_slots, meta.decode_mask = self._decode_gather([s for s, _ in items[:num_decode]])
         logits = self.model.forward(
             torch.tensor(input_ids, dtype=torch.long, device=self.device),

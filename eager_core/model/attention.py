@@ -11,9 +11,11 @@ first one token per *decoding* sequence, then the chunks of *prefilling* sequenc
 1. writes the new keys/values into their slots (``slot_mapping``), and then
 2. reads every sequence's context back through its slots and runs attention.
 
-The read gathers slots into a padded ``[B, C, kv_heads, head_dim]`` tensor. The gather indices are
-computed once per step (``AttentionMetadata``) and shared by all layers, so the per-layer cost is
-one indexed copy of the context plus the attention itself.
+On CPU, decode queries read the cache in place through their block tables (the compiled kernel of
+ops/paged_attention.py). Otherwise, and for prefill chunks, the read gathers slots into a padded
+``[B, C, kv_heads, head_dim]`` tensor; the gather indices are computed once per step
+(``AttentionMetadata``) and shared by all layers, so the per-layer cost is one indexed copy of the
+context plus the attention itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from eager_core.ops.paged_attention import paged_decode_attention
 
 
 @dataclass
@@ -48,6 +52,10 @@ class AttentionMetadata:
     decode_slots: torch.Tensor | None = None   # [B, C] long, padded with the row's first slot
     decode_mask: torch.Tensor | None = None    # [B, 1, 1, C] bool, True where the position exists;
                                                # None when every context is full length (no padding)
+    # Instead of decode_slots/mask, for the in-place kernel: block tables [B, width] and lengths [B].
+    decode_tables: torch.Tensor | None = None
+    decode_context_lens: torch.Tensor | None = None
+    block_size: int = 0
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -67,7 +75,12 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     """
     nd = meta.num_decode
     decode_out = None
-    if nd:
+    if nd and meta.decode_tables is not None:
+        decode_out = paged_decode_attention(q[:nd], k_cache, v_cache, meta.decode_tables,
+                                            meta.decode_context_lens, meta.block_size, scale)
+        if not meta.prefills:
+            return decode_out
+    elif nd:
         k = k_cache[meta.decode_slots].transpose(1, 2)   # [B, kvh, C, hd]
         v = v_cache[meta.decode_slots].transpose(1, 2)
         decode_out = F.scaled_dot_product_attention(q[:nd].unsqueeze(2), k, v, attn_mask=meta.decode_mask,

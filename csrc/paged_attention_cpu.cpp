@@ -1,0 +1,65 @@
+/*
+ * paged_attention_cpu.cpp: compiles paged_attention_body.h for AVX-512 and for the baseline
+ * x86-64 (or the host's baseline elsewhere) and picks one at first use, like the entropy gate.
+ */
+#include "paged_attention.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PA_X86 1
+#endif
+
+#if defined(PA_X86) && defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), apply_to = function)
+#elif defined(PA_X86)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+#endif
+#ifdef PA_X86
+namespace eager_core { namespace paged_attention { namespace isa_v4 {
+#include "paged_attention_body.h"
+}}}  // namespace eager_core::paged_attention::isa_v4
+#endif
+#if defined(PA_X86) && defined(__clang__)
+#pragma clang attribute pop
+#elif defined(PA_X86)
+#pragma GCC pop_options
+#endif
+
+namespace eager_core { namespace paged_attention { namespace isa_base {
+#include "paged_attention_body.h"
+}}}  // namespace eager_core::paged_attention::isa_base
+
+namespace eager_core {
+namespace paged_attention {
+namespace {
+
+bool use_avx512() {
+#ifdef PA_X86
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+void run(const Args& a, int64_t task_begin, int64_t task_end, float* scratch) {
+#ifdef PA_X86
+  if (use_avx512()) return isa_v4::run_tasks(a, task_begin, task_end, scratch);
+#endif
+  isa_base::run_tasks(a, task_begin, task_end, scratch);
+}
+
+const char* isa_name() { return use_avx512() ? "avx512" : "baseline"; }
+
+}  // namespace paged_attention
+}  // namespace eager_core
