@@ -156,7 +156,8 @@ class Engine:
         keys/values cannot reach the next owner of a block (masked padding multiplies a value by a
         probability of 0, and 0 * NaN is NaN).
         """
-        bad = (logits.isnan() | (logits == float("inf"))).any(dim=-1) | (logits == float("-inf")).all(dim=-1)
+        # One reduction: a row's max is NaN if any entry is, +inf if any is, -inf if all are.
+        bad = ~torch.isfinite(logits.amax(dim=-1))
         if not bool(bad.any()):
             return logits, seqs
         keep = []

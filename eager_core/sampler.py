@@ -43,6 +43,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     tokens = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=V - 1)
     # right=True lands on the first token whose cdf exceeds the target, which always has p > 0,
     # except when rounding puts the target at or past the total: then take the last live token.
-    last_live = (V - 1) - (probs.flip(-1) > 0).to(torch.int8).argmax(dim=-1)
-    tokens = torch.minimum(tokens, last_live)
+    # (Rare, so the [B, V] scan for it runs only when a drawn token has probability 0.)
+    if bool((probs.gather(1, tokens[:, None]) == 0).any()):
+        last_live = (V - 1) - (probs.flip(-1) > 0).to(torch.int8).argmax(dim=-1)
+        tokens = torch.minimum(tokens, last_live)
     return torch.where(greedy, greedy_tokens, tokens)
