@@ -28,6 +28,12 @@ bool supported();
 void rows(const float* x, int64_t M, int64_t K, const float* W, const float* bias, float* y, int64_t ldy,
           int64_t n_begin, int64_t n_end);
 
+/* bfloat16 operands (raw bits), float32 accumulation (AVX512-BF16 dot products), bfloat16 output
+ * rounded to nearest even. Needs supported_bf16(). */
+bool supported_bf16();
+void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W, const uint16_t* bias, uint16_t* y,
+               int64_t ldy, int64_t n_begin, int64_t n_end);
+
 }  // namespace small_linear
 }  // namespace eager_core
 

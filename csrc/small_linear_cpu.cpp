@@ -97,6 +97,113 @@ void rows_avx512(const float* x, int64_t M, int64_t K, const float* W, const flo
 #endif
 #endif  // SL_X86
 
+#ifdef SL_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16")
+#endif
+namespace {
+
+/* float32 -> bfloat16 bits, round to nearest even (NaN stays a quiet NaN). */
+inline uint16_t to_bf16(float f) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float from_bf16(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* The same loop as block<> with bfloat16 operands: each vdpbf16ps multiplies 32 pairs and adds
+ * them into 16 float32 lanes, so accumulation stays in float32 as in oneDNN's bf16 GEMM. */
+template <int MB, int NR>
+void block_bf16(const uint16_t* x, int64_t K, const uint16_t* W, const uint16_t* bias, uint16_t* y, int64_t ldy,
+                int64_t n) {
+  __m512 acc[NR][MB];
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < MB; ++j) acc[r][j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    const __mmask32 m = K - k >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << (K - k)) - 1);
+    __m512bh w[NR];
+    for (int r = 0; r < NR; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(W + (n + r + SL_AHEAD) * K + k), _MM_HINT_T0);
+      w[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, W + (n + r) * K + k);
+    }
+    for (int j = 0; j < MB; ++j) {
+      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + j * K + k);
+      for (int r = 0; r < NR; ++r) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], xv, w[r]);
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    const float b = bias ? from_bf16(bias[n + r]) : 0.0f;
+    for (int j = 0; j < MB; ++j) y[j * ldy + n + r] = to_bf16(_mm512_reduce_add_ps(acc[r][j]) + b);
+  }
+}
+
+template <int NR>
+void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W, const uint16_t* bias, uint16_t* y,
+                  int64_t ldy, int64_t n) {
+  for (int64_t m0 = 0; m0 < M; m0 += 8) {
+    const uint16_t* xb = x + m0 * K;
+    uint16_t* yb = y + m0 * ldy;
+    switch (M - m0 >= 8 ? 8 : M - m0) {
+      case 1: block_bf16<1, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 2: block_bf16<2, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 3: block_bf16<3, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 4: block_bf16<4, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 5: block_bf16<5, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 6: block_bf16<6, NR>(xb, K, W, bias, yb, ldy, n); break;
+      case 7: block_bf16<7, NR>(xb, K, W, bias, yb, ldy, n); break;
+      default: block_bf16<8, NR>(xb, K, W, bias, yb, ldy, n); break;
+    }
+  }
+}
+
+}  // namespace
+
+void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W, const uint16_t* bias, uint16_t* y,
+                      int64_t ldy, int64_t n_begin, int64_t n_end) {
+  int64_t n = n_begin;
+  for (; n + 2 <= n_end; n += 2) rows_of_bf16<2>(x, M, K, W, bias, y, ldy, n);
+  if (n < n_end) rows_of_bf16<1>(x, M, K, W, bias, y, ldy, n);
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif  // SL_X86
+
+bool supported_bf16() {
+#ifdef SL_X86
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W, const uint16_t* bias, uint16_t* y,
+               int64_t ldy, int64_t n_begin, int64_t n_end) {
+#ifdef SL_X86
+  rows_bf16_avx512(x, M, K, W, bias, y, ldy, n_begin, n_end);
+#else
+  (void)x, (void)M, (void)K, (void)W, (void)bias, (void)y, (void)ldy, (void)n_begin, (void)n_end;
+#endif
+}
+
 bool supported() {
 #ifdef SL_X86
   static const bool ok = [] {

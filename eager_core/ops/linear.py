@@ -1,12 +1,14 @@
 """linear: F.linear, or the compiled small-M kernel where it streams the weights faster.
 
 A decode step multiplies a few rows (one per sequence) by every weight matrix: the time is the
-time to read the weights. MKL's paths for few rows leave bandwidth unused (its matrix-vector
-product runs on one thread), so for float32 CPU inputs with at most ``SMALL_M`` rows the compiled
-kernel (csrc/small_linear_cpu.cpp) splits the weight rows across the threads and reads each one
-once. Everything else (prefill, GPUs, bf16, no extension) goes to F.linear.
+time to read the weights. MKL's and oneDNN's paths for few rows leave bandwidth unused (MKL's
+matrix-vector product runs on one thread), so for CPU inputs with at most ``SMALL_M[dtype]`` rows
+the compiled kernel (csrc/small_linear_cpu.cpp) splits the weight rows across the threads and
+reads each one once: float32 with AVX-512F, bfloat16 with AVX512-BF16 dot products (float32
+accumulation, like oneDNN). Everything else (prefill, GPUs, float16, no extension) goes to F.linear.
 
-Results differ from F.linear only in float32 summation order (~1e-6 relative).
+Results differ from F.linear only in summation order (~1e-6 relative in float32; in bfloat16 the
+output rounding dominates).
 """
 
 from __future__ import annotations
@@ -18,21 +20,24 @@ import torch.nn.functional as F
 
 from eager_core.ops._extension import extension_disabled, load_extension
 
-SMALL_M = 32   # rows up to which the kernel beats MKL on the 2-core reference machine (docs/performance.md)
+# Rows up to which the kernel beats the BLAS path on the 2-core reference machine (docs/performance.md).
+SMALL_M = {torch.float32: 32, torch.bfloat16: 16}
 
 
-@functools.lru_cache(maxsize=1)
-def _kernel_available() -> bool:
+@functools.lru_cache(maxsize=None)
+def _kernel_available(dtype: torch.dtype = torch.float32) -> bool:
     if load_extension() is None or not hasattr(torch.ops.eager_core, "small_linear"):
         return False
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.eager_core.small_linear_supported_bf16())
     return bool(torch.ops.eager_core.small_linear_supported())
 
 
 def use_small_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes the compiled kernel."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.numel() <= SMALL_M * x.shape[-1] and weight.is_contiguous()
-            and _kernel_available() and not extension_disabled())
+    rows = SMALL_M.get(x.dtype, 0)
+    return (x.device.type == "cpu" and x.dtype == weight.dtype and x.numel() <= rows * x.shape[-1]
+            and weight.is_contiguous() and _kernel_available(x.dtype) and not extension_disabled())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,6 +29,37 @@ def test_matches_float64(M, N, K, with_bias):
     torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * K ** 0.5)
 
 
+needs_bf16 = pytest.mark.skipif(not _kernel_available(torch.bfloat16) and not REQUIRE_EXT,
+                                reason="compiled extension or AVX512-BF16 missing")
+
+
+@needs_bf16
+@pytest.mark.parametrize("M", [1, 2, 7, 8, 9, 16])
+@pytest.mark.parametrize("N,K", [(1, 1), (3, 5), (33, 31), (130, 576), (1001, 64)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bf16_matches_oneDNN(M, N, K, with_bias):
+    """bfloat16: products of bf16 pairs summed in float32, then one rounding, like F.linear's
+    oneDNN path; so the two agree to within one bf16 rounding (plus summation order)."""
+    g = torch.Generator().manual_seed(M * 1000 + N + K)
+    x, w = torch.randn(M, K, generator=g).bfloat16(), torch.randn(N, K, generator=g).bfloat16()
+    b = torch.randn(N, generator=g).bfloat16() if with_bias else None
+    assert use_small_linear(x, w)
+    y = linear(x, w, b)
+    assert y.dtype == torch.bfloat16 and y.shape == (M, N)
+    exact = F.linear(x.double(), w.double(), None if b is None else b.double())
+    assert ((y.double() - exact).abs() <= exact.abs() * 2 ** -8 + 1e-5 * K).all()   # within one bf16 rounding
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=2 ** -7, atol=1e-4 * K)
+
+
+@needs_bf16
+def test_bf16_nan_and_inf_propagate():
+    x = torch.ones(2, 40).bfloat16()
+    w = torch.ones(3, 40).bfloat16()
+    w[1, 5], w[2, 7] = float("nan"), float("inf")
+    y = linear(x, w)
+    assert y[:, 0].eq(40).all() and y[:, 1].isnan().all() and y[:, 2].eq(float("inf")).all()
+
+
 @needs_kernel
 def test_every_output_written_and_threads_agree():
     x, w = torch.randn(5, 300), torch.randn(4099, 300)   # odd N: the last row is a single-row tail
@@ -55,9 +86,11 @@ def test_leading_dims_and_strided_input():
 
 def test_falls_back_to_f_linear_outside_its_domain(monkeypatch):
     w = torch.randn(8, 16)
-    assert not use_small_linear(torch.randn(SMALL_M + 1, 16), w)                 # too many rows
+    assert not use_small_linear(torch.randn(SMALL_M[torch.float32] + 1, 16), w)  # too many rows
+    assert not use_small_linear(torch.randn(SMALL_M[torch.bfloat16] + 1, 16).bfloat16(), w.bfloat16())
     assert not use_small_linear(torch.randn(2, 16, dtype=torch.float64), w.double())
-    assert not use_small_linear(torch.randn(2, 16).bfloat16(), w.bfloat16())
+    assert not use_small_linear(torch.randn(2, 16).half(), w.half())
+    assert not use_small_linear(torch.randn(2, 16).bfloat16(), w)                 # mixed dtypes
     assert not use_small_linear(torch.randn(2, 32), torch.randn(32, 16).t())     # non-contiguous weight
     monkeypatch.setenv("EAGER_CORE_DISABLE_EXT", "1")
     assert not use_small_linear(torch.randn(2, 16), w)
@@ -70,6 +103,8 @@ def test_op_rejects_bad_inputs():
     op = torch.ops.eager_core.small_linear
     with pytest.raises(RuntimeError, match="float32"):
         op(torch.randn(2, 4).double(), torch.randn(3, 4).double(), None)
+    with pytest.raises(RuntimeError, match="both"):
+        op(torch.randn(2, 4).bfloat16(), torch.randn(3, 4), None)
     with pytest.raises(RuntimeError, match="last dimension"):
         op(torch.randn(2, 5), torch.randn(3, 4), None)
     with pytest.raises(RuntimeError, match="rows"):
