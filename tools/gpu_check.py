@@ -161,9 +161,12 @@ def speed(out: Path, batch_sizes: list[int], steps: int, prompt_len: int = 128) 
                                     params=SamplingParams(temperature=0, max_tokens=n, ignore_eos=True))
             gen(4)                       # warm-up: captures this batch's graphs
             t_pre = _timed(lambda: gen(1))
-            t_all = _timed(lambda: gen(steps))
+            got: list = []
+            t_all = _timed(lambda: got.extend(gen(steps)))
+            row[f"{mode}_tokens"] = [o.outputs[0].token_ids for o in got]
             row[f"{mode}_ms_step"] = 1000 * (t_all - t_pre) / (steps - 1)
             row[f"{mode}_tok_s"] = b * steps / t_all
+        row["graph_replay_ms"] = _replay_ms(ours["graphs"], b)
         if hf is not None:
             ids = torch.tensor(prompts, device="cuda")
 
@@ -172,10 +175,13 @@ def speed(out: Path, batch_sizes: list[int], steps: int, prompt_len: int = 128) 
                                    do_sample=False, pad_token_id=0)
             hf_gen(4)
             t_pre = _timed(lambda: hf_gen(1))
-            t_all = _timed(lambda: hf_gen(steps))
+            hf_out: list = []
+            t_all = _timed(lambda: hf_out.append(hf_gen(steps)))
+            row["greedy_equal_hf"] = _agreement(row["graphs_tokens"], hf_out[0][:, prompt_len:].tolist())
             row["hf_ms_step"] = 1000 * (t_all - t_pre) / (steps - 1)
             row["hf_tok_s"] = b * steps / t_all
             row["graphs_vs_hf"] = row["graphs_tok_s"] / row["hf_tok_s"]
+        row["graphs_equal_eager"] = _agreement(row.pop("graphs_tokens"), row.pop("eager_tokens"))
         step_bytes = weight_bytes + b * (prompt_len + steps / 2) * kv_bytes_per_token
         row["graphs_GB_s"] = step_bytes / (row["graphs_ms_step"] / 1000) / 1e9
         row["graphs_pct_copy_bw"] = 100 * row["graphs_GB_s"] / peak
@@ -192,6 +198,34 @@ def speed(out: Path, batch_sizes: list[int], steps: int, prompt_len: int = 128) 
         eag[method] = {"wall_s": t, "tokens": sum(o.generated_tokens for o in got),
                        "sequences": sum(o.num_sequences for o in got)}
     return {"copy_GB_s": peak, "weight_bytes": weight_bytes, "rows": rows, "eager_vs_parallel": eag}
+
+
+def _agreement(a: list[list[int]], b: list[list[int]]) -> str:
+    """'k/n seq, p% tok': identical sequences, and the share of tokens before each first difference."""
+    same = sum(x == y for x, y in zip(a, b))
+    prefix = sum(next((i for i, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+                 for x, y in zip(a, b))
+    return f"{same}/{len(a)} seq, {100 * prefix / max(1, sum(len(x) for x in a)):.1f}% tok"
+
+
+def _replay_ms(llm, batch: int) -> float | None:
+    """GPU time of one replay of the largest-context graph of this batch's bucket (no host work):
+    the difference to ms/step is the engine's host side (scheduling, packing, sampling)."""
+    import torch
+
+    graphs = llm.engine.runner.graphs
+    keys = [k for k in graphs.steps if k[0] >= batch]
+    if not keys:
+        return None
+    step = graphs.steps[min(keys, key=lambda k: (k[0], -k[1]))]
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    step.graph.replay()   # its inputs are the last step's: it rewrites the same slots
+    start.record()
+    for _ in range(50):
+        step.graph.replay()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / 50
 
 
 def _hf_model(ckpt: Path):
