@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "paged_attention.h"
@@ -59,12 +60,17 @@ at::Tensor paged_decode_attention_cpu(const at::Tensor& q_in, const at::Tensor& 
   return out.to(q_in.scalar_type());
 }
 
+std::string paged_attention_isa() { return paged_attention::isa_name(); }
+
 }  // namespace
 }  // namespace eager_core
 
 TORCH_LIBRARY_FRAGMENT(eager_core, m) {
   m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
         "Tensor context_lens, int block_size, float scale) -> Tensor");
+  m.def("paged_attention_isa() -> str");
 }
+
+TORCH_LIBRARY_IMPL(eager_core, CatchAll, m) { m.impl("paged_attention_isa", &eager_core::paged_attention_isa); }
 
 TORCH_LIBRARY_IMPL(eager_core, CPU, m) { m.impl("paged_decode_attention", &eager_core::paged_decode_attention_cpu); }

@@ -5,6 +5,7 @@
 #include "paged_attention.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -37,9 +38,13 @@ namespace eager_core {
 namespace paged_attention {
 namespace {
 
+/* EAGER_CORE_CPU_ISA set to anything but "avx512" selects the baseline loops (read once), so
+ * the tests can check them on an AVX-512 machine; same switch as the entropy gate's. */
 bool use_avx512() {
 #ifdef PA_X86
   static const bool ok = [] {
+    const char* cap = std::getenv("EAGER_CORE_CPU_ISA");
+    if (cap != nullptr && *cap != '\0' && std::strcmp(cap, "avx512") != 0) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");

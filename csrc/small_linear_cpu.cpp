@@ -9,6 +9,9 @@
  */
 #include "small_linear.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #ifndef SL_AHEAD
 #define SL_AHEAD 2
 #endif
@@ -182,9 +185,17 @@ void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W
 #endif
 #endif  // SL_X86
 
+/* EAGER_CORE_CPU_ISA set to anything but "avx512" turns the kernel off (read once): callers then
+ * take F.linear, as on a CPU without AVX-512; same switch as the entropy gate's. */
+bool isa_capped() {
+  const char* cap = std::getenv("EAGER_CORE_CPU_ISA");
+  return cap != nullptr && *cap != '\0' && std::strcmp(cap, "avx512") != 0;
+}
+
 bool supported_bf16() {
 #ifdef SL_X86
   static const bool ok = [] {
+    if (isa_capped()) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16");
@@ -207,6 +218,7 @@ void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W, const
 bool supported() {
 #ifdef SL_X86
   static const bool ok = [] {
+    if (isa_capped()) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") != 0;
   }();
