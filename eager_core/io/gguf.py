@@ -32,6 +32,12 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.floa
 def _tensor_plan(gg: GGUFFile, config: dict) -> list[tuple[str, str]]:
     """(gguf name, hf name) for every tensor to write, in file order; checks nothing is missing."""
     layers = config["num_hidden_layers"]
+    # Bound the metadata by the file before any loop over layers: a corrupt block_count of 2**31
+    # would otherwise build a list of billions of "missing" names (and exhaust memory).
+    found = {name.split(".")[1] for name in gg.tensors if name.startswith("blk.")}
+    if layers > len(found):
+        raise CheckpointError(f"{gg.path}: metadata 'llama.block_count' = {layers}, but the file has tensors "
+                              f"for {len(found)} layers")
     plan = [(name, hf) for name in gg.tensors if (hf := hf_name(name, layers)) is not None]
     present = set(gg.tensors)
     missing = [f"blk.{i}.{suffix}" for i in range(layers) for suffix in REQUIRED_LAYER_TENSORS

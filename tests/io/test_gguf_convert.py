@@ -233,6 +233,18 @@ def test_tensor_shape_disagreeing_with_metadata(make_tiny_gguf, tmp_path: Path) 
         write_checkpoint(gg, tmp_path / "ckpt")
 
 
+@pytest.mark.parametrize("layers", [TINY["layers"] + 1, 2**31, 2**40])
+def test_block_count_beyond_the_files_layers(make_tiny_gguf, tmp_path: Path, layers: int) -> None:
+    """A corrupt layer count fails at once, naming the key; 2**31 used to build a list of billions
+    of missing tensor names first (found by the metadata fuzzer below, at 20 GB of RSS)."""
+    path, _ = make_tiny_gguf()
+    gg = GGUFFile(path)
+    gg.metadata["llama.block_count"] = layers
+    expected = rf"'llama.block_count' = {layers}, but the file has tensors for {TINY['layers']} layers"
+    with pytest.raises(CheckpointError, match=expected):
+        write_checkpoint(gg, tmp_path / "ckpt")
+
+
 _METADATA_KEYS = ["general.architecture", "llama.block_count", "llama.embedding_length", "llama.attention.head_count",
                   "llama.attention.head_count_kv", "llama.feed_forward_length", "llama.context_length",
                   "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon", "llama.rope.scaling.type",
