@@ -41,6 +41,8 @@ class SamplingPolicy:
 def sample_rows(seqs: list[Sequence], logits: torch.Tensor, temperature: float | None = None) -> list[int]:
     """Sample each row with its request's parameters (or a shared temperature) and its own stream."""
     params = [s.request.params for s in seqs]
+    if all((p.temperature if temperature is None else temperature) <= 0 for p in params):
+        return logits.argmax(dim=-1).tolist()   # all greedy: no filters, no draws from the streams
     t = torch.tensor([p.temperature if temperature is None else temperature for p in params], dtype=torch.float32)
     top_k = torch.tensor([p.top_k for p in params], dtype=torch.long)
     top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
