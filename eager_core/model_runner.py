@@ -80,15 +80,13 @@ class ModelRunner:
             return logits, sampled
         meta = AttentionMetadata(slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=self.device),
                                  num_decode=num_decode, prefills=prefills)
-        if num_decode and use_paged_kernel(self.device, self.kv_pool.kv.dtype):
+        if num_decode:
             decoding = [s for s, _ in items[:num_decode]]
-            width = max(len(s.block_table) for s in decoding)
-            meta.decode_tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in decoding],
-                                              dtype=torch.long)
-            meta.decode_context_lens = torch.tensor([s.num_computed + 1 for s in decoding], dtype=torch.long)
-            meta.block_size = self.block_size
-        elif num_decode:
-            meta.decode_slots, meta.decode_mask = self._decode_gather([s for s, _ in items[:num_decode]])
+            tables, ctx = self._decode_tables(decoding)
+            if use_paged_kernel(self.device, self.kv_pool.kv.dtype):   # the kernel reads through the tables
+                meta.decode_tables, meta.decode_context_lens, meta.block_size = tables, ctx, self.block_size
+            else:
+                meta.decode_slots, meta.decode_mask = self._decode_gather(tables, ctx)
         logits = self.model.forward(
             torch.tensor(input_ids, dtype=torch.long, device=self.device),
             torch.tensor(positions, dtype=torch.long, device=self.device),
@@ -97,12 +95,17 @@ class ModelRunner:
             seq.num_computed += n
         return logits, sampled
 
-    def _decode_gather(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Slots [B, C] of every decoding sequence's context (padded with its own first slot) and its mask."""
-        bs = self.block_size
-        ctx = torch.tensor([s.num_computed + 1 for s in seqs], dtype=torch.long)
+    @staticmethod
+    def _decode_tables(seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block tables [B, width] (zero-padded past each table's end) and context lengths [B] of
+        the decoding sequences, the new token included."""
         width = max(len(s.block_table) for s in seqs)
         tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs], dtype=torch.long)
+        return tables, torch.tensor([s.num_computed + 1 for s in seqs], dtype=torch.long)
+
+    def _decode_gather(self, tables: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Slots [B, C] of every decoding sequence's context (padded with its own first slot) and its mask."""
+        bs = self.block_size
         C = int(ctx.max())
         pos = torch.arange(C)
         slots = tables[:, pos // bs] * bs + pos % bs
