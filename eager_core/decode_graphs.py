@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from eager_core.cache.kv_pool import KVPool
-from eager_core.model.attention import AttentionMetadata
+from eager_core.model.attention import AttentionMetadata, context_slots
 from eager_core.model.transformer import Transformer
 
 _HEADER = 4   # per-row scalars in the input buffer: token id, position, slot, context length
@@ -42,8 +42,7 @@ def batch_buckets(max_batch: int) -> list[int]:
 
 @dataclass
 class _StaticStep:
-    batch: int               # padded batch B
-    context: int             # padded context C
+    """One (padded batch B, padded context C) shape, the key of ``DecodeGraphs.steps``."""
     inputs: torch.Tensor     # [B * (4 + C / block_size)] int64: the header columns, then block tables
     logits: torch.Tensor     # [B, V] float32, written by every run
     graph: "torch.cuda.CUDAGraph | None"
@@ -106,17 +105,12 @@ class DecodeGraphs:
 
     def _forward(self, inputs: torch.Tensor, Bp: int, Cp: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Everything a graph records: unpack, build the gather slots and mask, run the model."""
-        bs, dev = self.block_size, inputs.device
         rows = inputs.view(Bp, -1)
         ids, pos, slot, ctx, tables = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, _HEADER:]
-        p = torch.arange(Cp, device=dev)
-        ctx_slots = tables[:, p // bs] * bs + p % bs                      # [B, C]
-        mask = p[None, :] < ctx[:, None]
-        # Padding reads the row's own first slot (a foreign block could hold a NaN; see model_runner).
-        ctx_slots = torch.where(mask, ctx_slots, ctx_slots[:, :1])
+        ctx_slots, mask = context_slots(tables, ctx, self.block_size, Cp)   # [B, C] each
         meta = AttentionMetadata(slot_mapping=slot, num_decode=Bp, decode_slots=ctx_slots,
                                  decode_mask=mask[:, None, None, :])
-        logits = self.model.forward(ids, pos, meta, self.kv_pool.kv, torch.arange(Bp, device=dev))
+        logits = self.model.forward(ids, pos, meta, self.kv_pool.kv, torch.arange(Bp, device=inputs.device))
         if out is None:
             return logits
         out.copy_(logits)
@@ -124,9 +118,7 @@ class DecodeGraphs:
 
     def _build(self, Bp: int, Cp: int) -> _StaticStep:
         dev = self.model.device
-        nb = Cp // self.block_size
-        padding = self._pack(Bp, Cp, [], [], [], [], []).to(dev)
-        inputs = padding.clone()
+        inputs = self._pack(Bp, Cp, [], [], [], [], []).to(dev)   # every row padding
         graph = None
         if not self.capture:
             logits = torch.empty(Bp, self.model.cfg.vocab_size, dtype=torch.float32, device=dev)
@@ -142,7 +134,6 @@ class DecodeGraphs:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
                 logits = self._forward(inputs, Bp, Cp)
-        assert inputs.numel() == Bp * (_HEADER + nb)
-        step = _StaticStep(Bp, Cp, inputs, logits, graph)
+        step = _StaticStep(inputs, logits, graph)
         self.steps[(Bp, Cp)] = step
         return step

@@ -41,9 +41,10 @@ class SamplingPolicy:
 def sample_rows(seqs: list[Sequence], logits: torch.Tensor, temperature: float | None = None) -> list[int]:
     """Sample each row with its request's parameters (or a shared temperature) and its own stream."""
     params = [s.request.params for s in seqs]
-    if all((p.temperature if temperature is None else temperature) <= 0 for p in params):
+    temps = [p.temperature if temperature is None else temperature for p in params]
+    if all(t <= 0 for t in temps):
         return logits.argmax(dim=-1).tolist()   # all greedy: no filters, no draws from the streams
-    t = torch.tensor([p.temperature if temperature is None else temperature for p in params], dtype=torch.float32)
+    t = torch.tensor(temps, dtype=torch.float32)
     top_k = torch.tensor([p.top_k for p in params], dtype=torch.long)
     top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
     min_p = torch.tensor([p.min_p for p in params], dtype=torch.float32)

@@ -16,7 +16,7 @@ import torch
 from eager_core.cache.block_manager import BlockManager
 from eager_core.cache.kv_pool import KVPool
 from eager_core.decode_graphs import DecodeGraphs
-from eager_core.model.attention import AttentionMetadata, PrefillChunk
+from eager_core.model.attention import AttentionMetadata, PrefillChunk, context_slots
 from eager_core.model.transformer import Transformer
 from eager_core.ops.paged_attention import use_paged_kernel
 from eager_core.sequence import Sequence
@@ -104,15 +104,9 @@ class ModelRunner:
         return tables, torch.tensor([s.num_computed + 1 for s in seqs], dtype=torch.long)
 
     def _decode_gather(self, tables: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Slots [B, C] of every decoding sequence's context (padded with its own first slot) and its mask."""
-        bs = self.block_size
+        """Slots [B, C] of every decoding sequence's context and its mask (None when no row is padded)."""
         C = int(ctx.max())
-        pos = torch.arange(C)
-        slots = tables[:, pos // bs] * bs + pos % bs
+        slots, mask = context_slots(tables, ctx, self.block_size, C)
         if bool((ctx == C).all()):   # equal lengths (one sequence, or n samples of a prompt): no padding
             return slots.to(self.device), None
-        mask = pos[None, :] < ctx[:, None]
-        # Pad with the sequence's own first slot, never another sequence's block: masked positions
-        # still multiply their values by 0, and a foreign block could hold a NaN.
-        slots = torch.where(mask, slots, slots[:, :1])
         return slots.to(self.device), mask[:, None, None, :].to(self.device)

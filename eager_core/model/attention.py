@@ -59,6 +59,20 @@ class AttentionMetadata:
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
+def context_slots(tables: torch.Tensor, context_lens: torch.Tensor, block_size: int,
+                  width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather slots [B, width] of positions 0..width-1 through block tables [B, >= width/block_size],
+    and the mask [B, width] of the positions that exist (p < context_lens[b]).
+
+    Positions past a row's context read the row's own first slot, never another sequence's block:
+    masked positions still multiply their values by 0, and a foreign block could hold a NaN.
+    """
+    pos = torch.arange(width, device=tables.device)
+    slots = tables[:, pos // block_size] * block_size + pos % block_size
+    mask = pos[None, :] < context_lens[:, None]
+    return torch.where(mask, slots, slots[:, :1]), mask
+
+
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              slot_mapping: torch.Tensor) -> None:
     """Store the new keys/values [T, kv_heads, head_dim] into their slots."""
