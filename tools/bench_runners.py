@@ -98,12 +98,12 @@ class EngineClock:
     """``on_token`` callback: timestamps every token with the engine step that produced it."""
 
     def __init__(self, llm: Any):
-        self.engine = llm.engine   # its live counters: (decode_steps, prefill_tokens) moves every step
+        self.engine = llm.llm_engine   # its live counters: (decode_steps, prefill_tokens) moves every step
         self.events: list[tuple[float, tuple[int, int], int]] = []
 
     def __call__(self, seq: Any, token: int) -> None:
-        stats = self.engine.stats   # read now: the engine replaces the dict at the start of each call
-        step = (stats["decode_steps"], stats["prefill_tokens"])
+        stats = self.engine.stats   # read now: each LLM call starts a fresh RunStats
+        step = (stats.decode_steps, stats.prefill_tokens)
         # The step that produced this token attended over every position before it.
         self.events.append((time.perf_counter(), step, len(seq.token_ids) - 1))
 

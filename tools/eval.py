@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     rank0 = os.environ.get("RANK", "0") == "0"   # under torchrun, one process speaks
     log = lambda msg: print(msg, file=sys.stderr) if rank0 else None  # noqa: E731
     dataset = load_problems(config, log)   # dataset errors before the model loads
-    from eager_core.distributed.context import rank_device
-    from eager_core.distributed.leader import run_data_parallel
+    from eager_core.model.process_group import rank_device
+    from eager_core.eager.leader import run_data_parallel
 
     # Under torchrun, a bare "cuda" means this process's GPU (cuda:$LOCAL_RANK), not everyone's cuda:0.
     device = str(rank_device(args.device)) if "LOCAL_RANK" in os.environ and args.device == "cuda" else args.device

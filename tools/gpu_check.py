@@ -96,8 +96,8 @@ def correctness(out: Path) -> dict:
     eager = LLM(str(ckpt), device="cuda", num_kv_blocks=256, enforce_eager=True)
     ref = _tokens(cpu.generate(prompt_token_ids=prompts, params=params))
     res = {"graphs_equal_cpu": _tokens(graphed.generate(prompt_token_ids=prompts, params=params)) == ref,
-           "graph_replays": graphed.engine.runner.graphs.replays,
-           "graph_shapes": sorted(graphed.engine.runner.graphs.steps),
+           "graph_replays": graphed.llm_engine.runner.graphs.replays,
+           "graph_shapes": sorted(graphed.llm_engine.runner.graphs.steps),
            "eager_equal_cpu": _tokens(eager.generate(prompt_token_ids=prompts, params=params)) == ref}
     a, b = graphed.logits(prompts[3]).cpu(), cpu.logits(prompts[3])
     res["max_logit_diff"] = float((a - b).abs().max())
@@ -214,7 +214,7 @@ def _replay_ms(llm, batch: int) -> float | None:
     the difference to ms/step is the engine's host side (scheduling, packing, sampling)."""
     import torch
 
-    graphs = llm.engine.runner.graphs
+    graphs = llm.llm_engine.runner.graphs
     keys = [k for k in graphs.steps if k[0] >= batch]
     if not keys:
         return None

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from eager_core import LLM
-    from eager_core.soak import max_family, pool_blocks_needed, run_soak
+    from soak_harness import max_family, pool_blocks_needed, run_soak
 
     blocks = args.num_kv_blocks or pool_blocks_needed(max_family(args.max_n, args.max_sequences),
                                                       args.max_prompt_len + args.max_new_tokens, args.block_size)

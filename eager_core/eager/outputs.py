@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from eager_core.eager.eager_init import EagerState
+from eager_core.engine.outputs import RequestOutput
 from eager_core.io.tokenizer import Tokenizer
-from eager_core.outputs import sequence_text
-from eager_core.sequence import Request
 
 
 @dataclass
@@ -41,25 +41,33 @@ class EagerOutput:
         return d
 
 
-def build_output(requests: list[Request], tokenizer: Tokenizer, max_sequences: int) -> EagerOutput:
-    """Merge the runs (rounds) of one prompt into one output; parents become list indices."""
-    first = requests[0]
+@dataclass
+class RoundResult:
+    """One EAGer run of one prompt: the engine's final output and the controller's record."""
+    output: RequestOutput
+    state: EagerState
+
+
+def build_output(results: list[RoundResult], tokenizer: Tokenizer, max_sequences: int) -> EagerOutput:
+    """Merge the runs (rounds) of one prompt into one output; parents become list indices.
+
+    Within a run, output index == branch id (the engine orders outputs by branch id, and the
+    controller names sequences by branch id), so a run's indices shift by the outputs before it.
+    """
+    first = results[0].output
     out = EagerOutput(first.prompt, list(first.prompt_token_ids))
-    index: dict[int, int] = {}
-    for req in requests:
-        for seq in sorted(req.seqs, key=lambda s: s.branch_id):
-            index[seq.seq_id] = len(out.sequences)
-            shared = seq.branch_step or 0
+    for res in results:
+        offset, st = len(out.sequences), res.state
+        for c in res.output.outputs:
+            shared = c.branch_step or 0
             out.sequences.append(EagerSequence(
-                text=sequence_text(seq, tokenizer), token_ids=list(seq.generated_ids),
-                parent=index[seq.parent.seq_id] if seq.parent is not None else None, branch_step=shared,
-                branch_entropy=seq.branch_entropy, finish_reason=seq.finish_reason, round=req.state.get("round", 0),
-                entropies=[round(e, 5) for e in seq.entropies], error=seq.error))
-            out.generated_tokens += seq.num_generated - shared
-        for ev in req.state.get("events", []):
-            out.branch_events.append(dict(ev, parent=index[ev["parent"]], child=index[ev["child"]],
-                                          round=req.state.get("round", 0),
+                text=c.text, token_ids=list(c.token_ids), parent=None if c.parent is None else offset + c.parent,
+                branch_step=shared, branch_entropy=c.branch_entropy, finish_reason=c.finish_reason, round=st.round,
+                entropies=[round(e, 5) for e in st.entropies.get(c.index, [])], error=c.error))
+            out.generated_tokens += len(c.token_ids) - shared
+        for ev in st.events:
+            out.branch_events.append(dict(ev, parent=offset + ev["parent"], child=offset + ev["child"], round=st.round,
                                           token_texts=[tokenizer.decode([t], skip_special_tokens=False)
                                                        for t in ev["tokens"]]))
-    out.saturated = len(first.seqs) >= max_sequences
+    out.saturated = len(first.outputs) >= max_sequences
     return out

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from eager_core.errors import RequestError
+from eager_core.sampling_params import SamplingParams
 
 METHODS = ("parallel", "eager-init", "eager", "eager-adapt")
 
@@ -72,3 +75,23 @@ class EagerParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def sampling_params(self, prompt_index: int = 0, round: int = 0, n: int = 1) -> SamplingParams:
+        """The sampling side of one EAGer run of one prompt. The seed depends on the prompt's index
+        in the call and the round, never on what else runs, so a prompt's tree is reproducible."""
+        seed = random.Random(f"{self.seed}:{prompt_index}:{round}").getrandbits(63)
+        return SamplingParams(temperature=self.temperature, n=n, seed=seed, max_tokens=self.max_tokens)
+
+    def request_plan(self, tokenizer: Any) -> tuple[SamplingParams, Any, Any]:
+        """What ``LLMEngine.add_request`` needs for one EAGer-init tree: (sampling params, step
+        controller, per-request state). The same tree as ``LLM.eager([prompt], self, "eager-init")``."""
+        from eager_core.eager.eager_init import EAGER_INIT, EagerState
+
+        token_cap = self.budget_tokens   # one prompt: the whole budget is its share
+        return self.sampling_params(), EAGER_INIT, EagerState(
+            self, think_end_id(self, tokenizer), cap=self.max_sequences, theta=self.theta, token_cap=token_cap)
+
+
+def think_end_id(params: EagerParams, tokenizer: Any) -> int | None:
+    """The ``</think>`` token that ends branching (``think_only``), if the model has one."""
+    return tokenizer.token_to_id("</think>") if params.think_only else None

@@ -19,20 +19,18 @@ in ``prompts``, so the outputs do not depend on how the prompts are sharded.
 
 from __future__ import annotations
 
-import random
+import uuid
 from typing import Any, Callable, Protocol
 
 from eager_core.eager.budget import allocate_extra, split_tokens
-from eager_core.eager.outputs import EagerOutput, build_output
-from eager_core.eager.params import METHODS, EagerParams
-from eager_core.eager.policy import EagerPolicy, init_request
+from eager_core.eager.eager_init import EAGER_INIT, EagerState
+from eager_core.eager.outputs import EagerOutput, RoundResult, build_output
+from eager_core.eager.params import METHODS, EagerParams, think_end_id
+from eager_core.engine.llm_engine import LLMEngine
+from eager_core.engine.stats import RunStats
 from eager_core.errors import RequestError
-from eager_core.sampling_params import SamplingParams
-from eager_core.sequence import Request
 
 Checker = Callable[[str, str], bool]
-STAT_KEYS_SUMMED = ("prompt_tokens", "generated_tokens", "decode_steps", "prefill_tokens", "cow_copies",
-                    "preemptions", "wall_s")
 
 
 class Shard(Protocol):
@@ -55,11 +53,13 @@ class _WholeSet:
         return per_prompt, generated_tokens
 
 
-def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init", answers: list | None = None,
-              checker: Checker | None = None, shard: Shard | None = None) -> list[EagerOutput]:
+def run_eager(engine: LLMEngine, prompts: list, params: EagerParams, method: str = "eager-init",
+              answers: list | None = None, checker: Checker | None = None, shard: Shard | None = None,
+              on_step: Callable[[RunStats], None] | None = None) -> tuple[list[EagerOutput], RunStats]:
     """Run ``method`` over ``prompts`` (strings, chat message lists or token-id lists) with exact accounting.
 
-    Returns one output per prompt, in order; with a ``shard``, one per prompt it owns, in order.
+    Returns (one output per prompt, in order; with a ``shard``, one per prompt it owns, in order;
+    the statistics of every round of this process). ``on_step`` sees the running total after each step.
     """
     if method not in METHODS:
         raise RequestError(f"method={method!r}: expected one of {', '.join(METHODS)}")
@@ -72,36 +72,47 @@ def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init
     shard = shard or _WholeSet()
     N, M = len(prompts), params.max_sequences
     mine = [i for i in range(N) if shard.owns(i)]
-    encoded = {i: _encode(llm, prompts[i], i) for i in mine}
-    policy = EagerPolicy(params, llm.tokenizer.token_to_id("</think>"))
-    stats: dict = {}
+    encoded = {i: _encode(engine, prompts[i], i) for i in mine}
+    think_end = think_end_id(params, engine.tokenizer)
+    total = RunStats()
     token_caps = split_tokens(params.budget_tokens, [1] * N) if params.budget_tokens else [None] * N
 
-    def run(indices: list[int], rnd: int, caps: list[int], thetas: list[float], token_budget: list) -> list[Request]:
-        reqs = []
-        for j, i in enumerate(indices):
-            if i not in encoded:   # another process runs it
-                continue
-            text, ids = encoded[i]
-            n = M if method == "parallel" else 1
-            seed = random.Random(f"{params.seed}:{i}:{rnd}").getrandbits(63)
-            req = llm._make_request(text, ids, SamplingParams(temperature=params.temperature, n=n, seed=seed,
-                                                              max_tokens=params.max_tokens))
-            init_request(req, cap=caps[j], theta=thetas[j], token_cap=token_budget[j], branching=method != "parallel")
-            req.state["round"], req.state["prompt_index"] = rnd, i
-            reqs.append(req)
-        llm.run_requests(reqs, policy)
-        _accumulate(stats, llm.last_stats)
-        return reqs
+    def run(indices: list[int], rnd: int, caps: list[int], thetas: list[float], token_budget: list) -> list[RoundResult]:
+        nonlocal total
+        states: dict[str, EagerState] = {}
+        engine.stats = RunStats()
+        ids: list[str] = []
+        tag = uuid.uuid4().hex[:12]
+        try:
+            for j, i in enumerate(indices):
+                if i not in encoded:   # another process runs it
+                    continue
+                st = EagerState(params, think_end, cap=caps[j], theta=thetas[j], token_cap=token_budget[j],
+                                branching=method != "parallel", round=rnd, prompt_index=i)
+                rid = f"eager-{tag}-{rnd}-{i}"
+                try:
+                    engine.add_request(rid, encoded[i], params.sampling_params(i, rnd, n=M if method == "parallel" else 1),
+                                       controller=EAGER_INIT, controller_state=st)
+                except RequestError as e:   # name the prompt as the caller knows it
+                    raise RequestError(str(e).replace(f"request {rid!r}", f"prompts[{i}]")) from None
+                ids.append(rid)
+                states[rid] = st
+            outs = engine.run_until_finished(ids, None if on_step is None else lambda s: on_step(total.then(s)))
+        except BaseException:
+            engine.abort_request(ids)
+            raise
+        finally:
+            total = total.then(engine.stats)
+        return [RoundResult(out, states[out.request_id]) for out in outs]
 
-    runs: dict[int, list[Request]] = {i: [] for i in mine}
-    for req in run(list(range(N)), 0, [M] * N, [params.theta] * N, token_caps):
-        runs[req.state["prompt_index"]].append(req)
+    runs: dict[int, list[RoundResult]] = {i: [] for i in mine}
+    for res in run(list(range(N)), 0, [M] * N, [params.theta] * N, token_caps):
+        runs[res.state.prompt_index].append(res)
 
     if method in ("eager", "eager-adapt"):
         facts, generated = shard.exchange(
-            {i: (len(r[0].seqs), method == "eager" and _any_correct(r, llm, answers[i], checker))
-             for i, r in runs.items()}, stats["generated_tokens"])
+            {i: (len(r[0].output.outputs), method == "eager" and _any_correct(r, answers[i], checker))
+             for i, r in runs.items()}, total.generated_tokens)
         counts = [facts[i][0] for i in range(N)]
         saturated = [c >= M for c in counts]
         solved = [facts[i][1] for i in range(N)] if method == "eager" else None
@@ -116,48 +127,38 @@ def run_eager(llm, prompts: list, params: EagerParams, method: str = "eager-init
             thetas = [params.theta * (1.0 if saturated[i] else 0.8 ** retry) for i in todo]
             budget = (split_tokens(tokens_left, [remaining[i] for i in todo]) if tokens_left is not None
                       else [None] * len(todo))
-            before = stats["generated_tokens"]
+            before = total.generated_tokens
             news = {}
-            for req in run(todo, retry, [remaining[i] for i in todo], thetas, budget):
-                i = req.state["prompt_index"]
-                runs[i].append(req)
-                ok = solved is not None and (solved[i] or _any_correct([req], llm, answers[i], checker))
-                news[i] = (remaining[i] - len(req.seqs), ok)
-            news, generated = shard.exchange(news, stats["generated_tokens"] - before)
+            for res in run(todo, retry, [remaining[i] for i in todo], thetas, budget):
+                i = res.state.prompt_index
+                runs[i].append(res)
+                ok = solved is not None and (solved[i] or _any_correct([res], answers[i], checker))
+                news[i] = (remaining[i] - len(res.output.outputs), ok)
+            news, generated = shard.exchange(news, total.generated_tokens - before)
             for i, (left, ok) in news.items():
                 remaining[i] = left
                 if solved is not None:
                     solved[i] = ok
             if tokens_left is not None:
                 tokens_left -= generated
-    llm.last_stats = stats
-    return [build_output(runs[i], llm.tokenizer, M) for i in mine]
+    return [build_output(runs[i], engine.tokenizer, M) for i in mine], total
 
 
-def _encode(llm, prompt, i: int) -> tuple[str, list[int]]:
+def _encode(engine: LLMEngine, prompt, i: int) -> dict:
+    """The prompt as the engine takes it ({prompt, prompt_token_ids}); chat messages through the template."""
+    tok = engine.tokenizer
     if isinstance(prompt, str):
         if not prompt:
             raise RequestError(f"prompts[{i}] is empty")
-        return prompt, llm.tokenizer.encode(prompt, add_special_tokens=True)
+        return {"prompt": prompt, "prompt_token_ids": tok.encode(prompt, add_special_tokens=True)}
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        return None, list(prompt)   # already token ids
+        return {"prompt": None, "prompt_token_ids": list(prompt)}   # already token ids
     if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-        text = llm.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
-        return text, llm.tokenizer.encode(text, add_special_tokens=False)
+        text = tok.apply_chat_template(prompt, add_generation_prompt=True)
+        return {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
     raise RequestError(f"prompts[{i}] must be a string, a list of chat messages or a list of token ids, "
                        f"got {type(prompt).__name__}")
 
 
-def _any_correct(reqs: list[Request], llm, answer, checker: Checker) -> bool:
-    from eager_core.outputs import sequence_text
-    return any(checker(sequence_text(s, llm.tokenizer), answer) for req in reqs for s in req.seqs)
-
-
-def _accumulate(total: dict, step: dict) -> None:
-    for k, v in step.items():
-        if k in STAT_KEYS_SUMMED:
-            total[k] = total.get(k, 0) + v
-    if step.get("kv_blocks_peak", 0) >= total.get("kv_blocks_peak", 0):   # both taken at the same moment
-        total["kv_blocks_peak"] = step.get("kv_blocks_peak", 0)
-        total["kv_blocks_logical_peak"] = step.get("kv_blocks_logical_peak", 0)
-    total["rounds"] = total.get("rounds", 0) + 1
+def _any_correct(results: list[RoundResult], answer, checker: Checker) -> bool:
+    return any(checker(c.text, answer) for res in results for c in res.output.outputs)

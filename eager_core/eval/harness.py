@@ -172,8 +172,8 @@ def _run_batch(llm, config: EvalConfig, setting: Setting, b: int, batch: list[Pr
         extra = dict(answers=[p.answer for p in batch], checker=checker)
     label = f"{setting.label()} batch {b + 1}/{n_batches}"
     t0 = time.perf_counter()
-    with bar.track(llm, label):
-        outputs = llm.eager(prompts, params, method=setting.method, **extra)
+    with bar.track(label) as tracker:
+        outputs = llm.eager(prompts, params, method=setting.method, on_step=tracker.on_step, **extra)
     wall = time.perf_counter() - t0
     stats = dict(getattr(llm, "last_stats", {}) or {})
     batch_stats = {"wall_s": wall, "engine_wall_s": stats.get("wall_s", 0.0),

@@ -1,10 +1,9 @@
 """A progress line on stderr with live generated tokens/s, for evaluation runs that take minutes.
 
-``llm.eager`` is one blocking call per batch, with no per-step callback, so a daemon thread
-samples the engine's running token counter (``llm.engine.stats["generated_tokens"]``, a fresh
-dict at each engine run: a drop means a new run started) while the call is in flight. Reading a counter
-from another thread is safe under the GIL and never affects generation. Objects without that
-counter (fakes in tests) simply show no live rate.
+``llm.eager`` is one blocking call per batch; it takes an ``on_step`` callback that receives the
+call's running statistics (a ``RunStats``) after every engine step, in the calling thread. The
+progress line counts the call's generated tokens from it: no thread, no polling, no reading of
+the engine's internals. A stand-in ``llm`` that never calls ``on_step`` simply shows no live rate.
 
 On a terminal the line is redrawn in place; in a log file (``nohup``) one line is written per
 ``log_every_s`` so the file stays small.
@@ -15,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from typing import Any
 from typing import TextIO
 
 
@@ -69,10 +69,10 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
 
-    def track(self, llm, label: str) -> "_Tracker":
-        """Context manager around one ``llm.eager`` call: live token count while it runs."""
+    def track(self, label: str) -> "_Tracker":
+        """Context manager around one ``llm.eager`` call; pass its ``on_step`` to the call."""
         self.label = label
-        return _Tracker(self, llm)
+        return _Tracker(self)
 
     def batch_done(self, units: int, tokens: int) -> None:
         self.done_units += units
@@ -82,37 +82,20 @@ class Progress:
 
 
 class _Tracker:
-    def __init__(self, progress: Progress, llm):
+    def __init__(self, progress: Progress):
         self.progress = progress
-        self.engine = getattr(llm, "engine", None)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "_Tracker":
         self.progress.show(force=True)
-        if self.progress.enabled and isinstance(self._count(), int):
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        pass
 
-    def _count(self) -> int | None:
-        # Looked up each time: the engine replaces its stats dict at every run.
-        stats = getattr(self.engine, "stats", None)
-        return stats.get("generated_tokens") if isinstance(stats, dict) else None
-
-    def _poll(self) -> None:
-        last, live = self._count() or 0, 0
-        while not self._stop.wait(min(self.progress.refresh_s, 1.0)):
-            now = self._count() or 0
-            live += now - last if now >= last else now   # a drop: the engine started a new run
-            last = now
-            self.progress._live = live
-            self.progress.show()
+    def on_step(self, stats: Any) -> None:
+        """The engine's per-step callback: ``stats.generated_tokens`` so far in this call."""
+        self.progress._live = stats.generated_tokens
+        self.progress.show()
 
 
 def _clock(seconds: float) -> str:

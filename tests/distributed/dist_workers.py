@@ -62,7 +62,7 @@ def dp_eager(rank: int, ckpt: str, prompts: list, params: dict, runs: list[tuple
              fail_on_rank: int | None = None) -> list[dict] | None:
     """Data-parallel EAGer runs (method, answers); rank 0 returns every output (as dicts) and the stats."""
     from eager_core import LLM, EagerParams
-    from eager_core.distributed.data_parallel import eager_data_parallel, is_main_process
+    from eager_core.eager.data_parallel import eager_data_parallel, is_main_process
 
     def checker(text: str, answer: str) -> bool:
         if rank == fail_on_rank:
@@ -84,7 +84,7 @@ def dp_eager(rank: int, ckpt: str, prompts: list, params: dict, runs: list[tuple
 def leader_main(rank: int, ckpt: str, prompts: list, params: dict, fail_after: int | None = None) -> dict | None:
     """Single-process style code run through run_data_parallel: two eager calls, then maybe a failure."""
     from eager_core import LLM, EagerParams
-    from eager_core.distributed.leader import run_data_parallel
+    from eager_core.eager.leader import run_data_parallel
 
     def main(llm) -> dict:
         outs = []
@@ -100,7 +100,7 @@ def leader_main(rank: int, ckpt: str, prompts: list, params: dict, fail_after: i
 def grid_eager(rank: int, ckpt: str, prompts: list, params: dict, method: str) -> dict:
     """4 ranks = 2 replicas x tensor parallel 2: data-parallel EAGer over the replicas."""
     from eager_core import LLM, EagerParams
-    from eager_core.distributed.data_parallel import eager_data_parallel
+    from eager_core.eager.data_parallel import eager_data_parallel
 
     llm = LLM(ckpt, num_kv_blocks=256, tensor_parallel_size=2)
     outs = eager_data_parallel(llm, prompts, EagerParams(**params), method)

@@ -13,7 +13,7 @@ from dp_cases import ANSWERS, PARAMS, PROMPTS, assert_same_outputs  # noqa: E402
 from spawn import run_ranks  # noqa: E402
 
 from eager_core import LLM, EagerParams  # noqa: E402
-from eager_core.distributed.data_parallel import DataParallelShard, combine_stats, eager_data_parallel  # noqa: E402
+from eager_core.eager.data_parallel import DataParallelShard, combine_stats, eager_data_parallel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -80,4 +80,5 @@ def test_strided_ownership_and_stat_combination():
     assert [i for i in range(8) if shard.owns(i)] == [1, 4, 7]
     stats = combine_stats([dict(generated_tokens=5, decode_steps=3, kv_blocks_peak=7, wall_s=1.0, rounds=2),
                            dict(generated_tokens=4, decode_steps=5, kv_blocks_peak=9, wall_s=0.5, rounds=2)])
-    assert stats == dict(generated_tokens=9, decode_steps=8, kv_blocks_peak=9, wall_s=1.0, rounds=2)
+    assert stats == dict(prompt_tokens=0, generated_tokens=9, decode_steps=8, prefill_tokens=0, kv_blocks_peak=9,
+                         kv_blocks_logical_peak=0, cow_copies=0, preemptions=0, wall_s=1.0, rounds=2)

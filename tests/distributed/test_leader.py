@@ -14,7 +14,7 @@ from dp_cases import PARAMS, PROMPTS  # noqa: E402
 from spawn import run_ranks  # noqa: E402
 
 from eager_core import LLM  # noqa: E402
-from eager_core.distributed.leader import run_data_parallel  # noqa: E402
+from eager_core.eager.leader import run_data_parallel  # noqa: E402
 
 
 def test_leader_failure_between_calls_stops_the_followers(tiny_ckpt_factory, tmp_path):

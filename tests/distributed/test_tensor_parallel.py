@@ -13,8 +13,8 @@ import dist_workers  # noqa: E402
 from spawn import run_ranks  # noqa: E402
 
 from eager_core import LLM, SamplingParams  # noqa: E402
-from eager_core.distributed.context import rank_device  # noqa: E402
-from eager_core.distributed.tensor_parallel import TensorParallel  # noqa: E402
+from eager_core.model.process_group import rank_device  # noqa: E402
+from eager_core.model.tensor_parallel import TensorParallel  # noqa: E402
 from eager_core.errors import CheckpointError, ConfigError  # noqa: E402
 from eager_core.io.checkpoint import load_weights  # noqa: E402
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from eager_core import LLM, EagerParams, RequestError
-from eager_core.eager.policy import percentile
+from eager_core.eager.eager_init import percentile
 from markov_model import EOS, THINK_END, make_markov_checkpoint, topk_entropy
 
 FOUR = {10: 10.0, 11: 9.9, 12: 9.8, 13: 9.7}    # top-20 entropy ~1.386 (ln 4)

@@ -36,14 +36,14 @@ def token_lists(outputs) -> list[list[list[int]]]:
 
 def guard_steps(llm: LLM, limit: int) -> None:
     """Fail instead of hanging if the scheduler livelocks (preempting and re-admitting forever)."""
-    step = llm.engine.step
+    step = llm.llm_engine.step_requests
 
-    def counted(policy):
+    def counted():
         counted.n += 1
         assert counted.n <= limit, f"no completion after {limit} steps"
-        step(policy)
+        return step()
     counted.n = 0
-    llm.engine.step = counted
+    llm.llm_engine.step_requests = counted
 
 
 def assert_pool_empty(llm: LLM) -> None:
@@ -62,7 +62,7 @@ def watch_preemptions(llm: LLM) -> list[tuple[int, int]]:
     the family) per preemption."""
     sched, bm, preempted = llm.scheduler, llm.block_manager, []
     admitted: dict[int, int] = {}   # request id -> admission counter
-    schedule, preempt, run = sched.schedule, sched._preempt, llm.engine.runner.run
+    schedule, preempt, run = sched.schedule, sched._preempt, llm.llm_engine.runner.run
 
     def watched_schedule():
         batch = schedule()
@@ -78,10 +78,8 @@ def watch_preemptions(llm: LLM) -> list[tuple[int, int]]:
         del admitted[req.request_id]
         preempted.append((req.request_id, sum(s.is_finished for s in req.seqs)))
 
-    def watched_run(items, num_decode, all_logits=False):
-        before = bm.cow_copies
-        out = run(items, num_decode, all_logits)
-        assert bm.cow_copies - before <= len(items)
-        return out
-    sched.schedule, sched._preempt, llm.engine.runner.run = watched_schedule, watched_preempt, watched_run
+    def watched_run(batch):
+        assert len(batch.copies) <= len(batch.items)
+        return run(batch)
+    sched.schedule, sched._preempt, llm.llm_engine.runner.run = watched_schedule, watched_preempt, watched_run
     return preempted

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from eager_core import LLM, ConfigError, SamplingParams
-from eager_core.decode_graphs import DecodeGraphs, batch_buckets
+from eager_core.engine.decode_graphs import DecodeGraphs, batch_buckets
 from kv_helpers import assert_pool_empty, make_llm, prompts_of, token_lists
 from kv_helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it here)
 
 
 def static_steps(llm: LLM, **kwargs) -> DecodeGraphs:
     graphs = DecodeGraphs(llm.model, llm.kv_pool, capture=False, **kwargs)
-    llm.engine.runner.graphs = graphs
+    llm.llm_engine.runner.graphs = graphs
     return graphs
 
 
@@ -44,25 +44,39 @@ def test_static_steps_equal_the_packed_path(tiny_ckpt, temperature):
     assert_pool_empty(llm)
 
 
+class RecordingGreedy:
+    """A step controller that takes the argmax and keeps every step's logits."""
+
+    def __init__(self):
+        self.steps: list[torch.Tensor] = []
+
+    def decide(self, seqs, logits):
+        self.steps.append(logits.clone())
+        return logits.argmax(dim=-1).tolist()
+
+    def on_fork(self, parent, child, note):
+        pass
+
+
+def decode_logits(llm: LLM, prompts: list[list[int]]) -> list[torch.Tensor]:
+    rec, engine = RecordingGreedy(), llm.llm_engine
+    ids = [f"r{i}" for i in range(len(prompts))]
+    for rid, p in zip(ids, prompts):
+        engine.add_request(rid, p, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), controller=rec)
+    engine.run_until_finished(ids)
+    return rec.steps
+
+
 def test_static_logits_match_packed_logits(tiny_ckpt):
-    llm = make_llm(tiny_ckpt, 64)
     prompts = prompts_of([4, 11, 7])
-    seqs = []
-    for i, p in enumerate(prompts):   # prefill each prompt through the packed path
-        req = llm._make_request(None, p + [1], SamplingParams(max_tokens=1))
-        seq = req.new_sequence(i, p + [1])
-        llm.engine.runner.run([(seq, len(p))], num_decode=0)
-        seqs.append(seq)
-    runner = llm.engine.runner
-    tables = [list(s.block_table) for s in seqs]
-    packed, _ = runner.run([(s, 1) for s in seqs], num_decode=3)
-    for s, t in zip(seqs, tables):   # rewind: the static step rewrites the same slots
-        s.num_computed -= 1
-        s.block_table[:] = t
-    static_steps(llm, context_step=8)
-    static, _ = runner.run([(s, 1) for s in seqs], num_decode=3)
-    assert static.shape == packed.shape
-    torch.testing.assert_close(static, packed, rtol=1e-5, atol=1e-5)
+    packed = decode_logits(make_llm(tiny_ckpt, 64), prompts)
+    llm = make_llm(tiny_ckpt, 64)
+    graphs = static_steps(llm, context_step=8)
+    static = decode_logits(llm, prompts)
+    assert graphs.steps and len(static) == len(packed) == 6   # one prefill step, then five static decodes
+    for a, b in zip(static, packed):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_padding_rows_touch_only_the_scratch_block(tiny_ckpt):
@@ -112,7 +126,7 @@ def test_capture_needs_cuda(tiny_ckpt):
     llm = make_llm(tiny_ckpt, 8)
     with pytest.raises(ValueError, match="CUDA"):
         DecodeGraphs(llm.model, llm.kv_pool, capture=True)
-    assert llm.engine.runner.graphs is None   # no graphs on CPU
+    assert llm.llm_engine.runner.graphs is None   # no graphs on CPU
 
 
 # --- on a GPU ----------------------------------------------------------------------------------
@@ -128,11 +142,11 @@ def test_cuda_greedy_equals_cpu_with_and_without_graphs(tiny_ckpt_factory, arch)
     params = SamplingParams(temperature=0, max_tokens=24, n=2, ignore_eos=True)
     cpu = token_lists(make_llm(ckpt, 200).generate(prompt_token_ids=prompts, params=params))
     graphed = make_llm(ckpt, 200, device="cuda")
-    assert graphed.engine.runner.graphs is not None
+    assert graphed.llm_engine.runner.graphs is not None
     assert token_lists(graphed.generate(prompt_token_ids=prompts, params=params)) == cpu
-    assert graphed.engine.runner.graphs.replays > 0
+    assert graphed.llm_engine.runner.graphs.replays > 0
     eager = make_llm(ckpt, 200, device="cuda", enforce_eager=True)
-    assert eager.engine.runner.graphs is None
+    assert eager.llm_engine.runner.graphs is None
     assert token_lists(eager.generate(prompt_token_ids=prompts, params=params)) == cpu
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eager_core import LLM, SamplingParams
-from eager_core.engine import Engine
-from eager_core.sequence import Request
+from eager_core import LLM, Decision, SamplingParams
 from kv_helpers import (BS, STATS_KEYS, assert_pool_empty, guard_steps, make_llm, prompts_of, token_lists,
                         watch_preemptions)
 from kv_helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it here)
@@ -22,41 +20,50 @@ from kv_helpers import one_thread  # noqa: F401  (an autouse fixture: importing 
 
 
 class ForkingGreedy:
-    """Greedy; at chosen (branch_id, num_generated) points, forks the sequence with its runner-up
-    token, or finishes it early (its branches live on). Records (sequence, tokens so far,
-    next-token logits) for every row it sees."""
+    """A step controller (the public per-step interface): greedy; at chosen (branch_id,
+    num_generated) points, forks the sequence with its runner-up token, or finishes it early (its
+    branches live on). Records (sequence, tokens so far, next-token logits) for every row it sees."""
 
-    def __init__(self, fork_at: set[tuple[int, int]], finish_at: set[tuple[int, int]]):
-        self.fork_at, self.finish_at = fork_at, finish_at
+    def __init__(self, fork_at: set[tuple[int, int]], finish_at: set[tuple[int, int]], bm):
+        self.fork_at, self.finish_at, self.bm = fork_at, finish_at, bm
         self.rows: list[tuple[object, list[int], torch.Tensor]] = []
         self.forks = 0
 
-    def decide(self, engine: Engine, seqs, logits: torch.Tensor) -> list[int | None]:
+    def decide(self, seqs, logits: torch.Tensor) -> list:
         top2 = logits.topk(2, dim=-1).indices
+        decisions = []
         for i, seq in enumerate(seqs):
             self.rows.append((seq, list(seq.token_ids), logits[i].clone()))
-            if (seq.branch_id, seq.num_generated) in self.fork_at:
-                free = engine.bm.num_free
-                child = engine.fork(seq, int(top2[i, 1]))
-                # A fork costs metadata only: the same blocks, nothing taken from the pool.
-                assert child.block_table == seq.block_table and engine.bm.num_free == free
-                self.forks += 1
-        tokens = top2[:, 0].tolist()
-        for i, seq in enumerate(seqs):
-            if (seq.branch_id, seq.num_generated) in self.finish_at:
-                engine.finish(seq, "stop")
-                tokens[i] = None
-        return tokens
+            key = (seq.branch_id, seq.num_generated)
+            if key in self.finish_at:
+                decisions.append(Decision(None, finish_reason="stop"))
+            elif key in self.fork_at:
+                decisions.append(Decision(int(top2[i, 0]), fork_token=int(top2[i, 1]), note=key))
+            else:
+                decisions.append(int(top2[i, 0]))
+        return decisions
+
+    def on_fork(self, parent, child, note) -> None:
+        # A fork costs metadata only: the same blocks, each now shared (nothing taken from the pool).
+        assert note == (parent.branch_id, parent.num_generated)
+        assert child.block_table == parent.block_table and all(self.bm.ref_count[b] >= 2 for b in child.block_table)
+        assert child.token_ids[:-1] == parent.token_ids   # forked before the parent's own token
+        self.forks += 1
 
 
 def run_forking(llm: LLM, prompts: list[list[int]], max_tokens: int) -> ForkingGreedy:
     # Prompts of 6, 8 and 5 tokens with blocks of 4: forks land mid-block and on block boundaries.
     # The root stops early, so a preempted family may have to recompute branches of a finished parent.
-    policy = ForkingGreedy({(0, 0), (0, 2), (1, 3), (2, 4), (0, 5)}, {(0, 6)})
+    engine = llm.llm_engine
+    policy = ForkingGreedy({(0, 0), (0, 2), (1, 3), (2, 4), (0, 5)}, {(0, 6)}, engine.block_manager)
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-    requests = [Request(100 + i, None, ids, params, seed=i) for i, ids in enumerate(prompts)]
-    llm.run_requests(requests, policy)
-    assert all(s.finish_reason == ("stop" if s.branch_id == 0 else "length") for r in requests for s in r.seqs)
+    ids = [f"fork-{i}" for i in range(len(prompts))]
+    engine.stats = type(engine.stats)()
+    for rid, prompt in zip(ids, prompts):
+        engine.add_request(rid, prompt, params, controller=policy)
+    outs = engine.run_until_finished(ids)
+    llm.last_stats = engine.stats.as_dict()
+    assert all(c.finish_reason == ("stop" if c.index == 0 else "length") for r in outs for c in r.outputs)
     return policy
 
 
@@ -148,12 +155,12 @@ def test_n8_stores_the_prompt_once(tiny_ckpt):
 def record_batches(llm: LLM) -> list[list[tuple[int, int]]]:
     """Record every step's (seq_id, new tokens) items as the model runner receives them."""
     batches: list[list[tuple[int, int]]] = []
-    run = llm.engine.runner.run
+    run = llm.llm_engine.runner.run
 
-    def recorded(items, num_decode, all_logits=False):
-        batches.append([(s.seq_id, n) for s, n in items])
-        return run(items, num_decode, all_logits)
-    llm.engine.runner.run = recorded
+    def recorded(batch):
+        batches.append([(it.seq.seq_id, it.n) for it in batch.items])
+        return run(batch)
+    llm.llm_engine.runner.run = recorded
     return batches
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eager_core import LLM, RequestError, SamplingParams
-from eager_core.sampler import sample
+from eager_core.engine.sampler import sample
 
 N = 20000
 

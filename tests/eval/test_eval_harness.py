@@ -51,7 +51,6 @@ class CountingLLM:
 
     def __init__(self, llm, fail_on: int | None = None):
         self.llm, self.fail_on, self.calls = llm, fail_on, 0
-        self.engine = llm.engine          # the progress line polls its token counter
         self.device = llm.device
 
     def eager(self, *args, **kwargs):

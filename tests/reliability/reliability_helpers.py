@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from eager_core import LLM
-from eager_core.soak import engine_problems
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))   # the soak harness lives with the tools
+from soak_harness import engine_problems  # noqa: E402
 
 
 def assert_clean(llm: LLM) -> None:

@@ -38,12 +38,12 @@ def test_threads_get_the_outputs_of_sequential_calls_and_never_interleave(llm):
                     logits=llm.logits(SCORED))
     # Log which call every forward pass belongs to.
     current, log = threading.local(), []
-    run = llm.engine.runner.run
+    run = llm.llm_engine.runner.run
 
     def logged(*args, **kwargs):
         log.append(current.call)
         return run(*args, **kwargs)
-    llm.engine.runner.run = logged
+    llm.llm_engine.runner.run = logged
 
     results, errors = {}, []
     start = threading.Barrier(3)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from reliability_helpers import assert_clean, eager_ids, token_ids
 
-import eager_core.eager.policy as policy_module
+import eager_core.eager.eager_init as policy_module
 from eager_core import EagerParams, SamplingParams
-from eager_core.eager.policy import EagerPolicy
+from eager_core.eager.eager_init import EagerInitController
 
 POISON = 200   # a token id whose embedding row becomes NaN
 PROMPTS = [[5, 6, 7, 8, 9], [11, 12, 13], [21, 22, 23, 24, 25, 26, 27]]
@@ -60,20 +60,20 @@ def test_nan_from_a_poisoned_prompt_stops_only_that_sequence_and_does_not_reach_
 
 def _corrupt_row(llm, request_index: int, branch: int, step: int, value: float) -> list[int]:
     """Wrap this engine's runner: the logits row of (request, branch) after ``step`` tokens gets ``value``."""
-    run, hits = llm.engine.runner.run, []
+    run, hits = llm.llm_engine.runner.run, []
 
-    def corrupted(items, num_decode, all_logits=False):
-        logits, seqs = run(items, num_decode, all_logits)
-        logits = logits.clone()   # the model returns inference tensors
-        for i, seq in enumerate(seqs):
-            if (seq.request.request_id - first_id, seq.branch_id, seq.num_generated) == (request_index, branch, step):
-                logits[i, 17] = value
+    def corrupted(batch):
+        out = run(batch)
+        out.logits = out.logits.clone()   # the model returns inference tensors
+        for i, seq in enumerate(out.seqs):
+            index = int(seq.request.request_id.rsplit("-", 1)[1])   # LLM names requests "<call>-<prompt index>"
+            if (index, seq.branch_id, seq.num_generated) == (request_index, branch, step):
+                out.logits[i, 17] = value
                 if value == float("-inf"):
-                    logits[i] = value
+                    out.logits[i] = value
                 hits.append(seq.seq_id)
-        return logits, seqs
-    first_id = llm._next_request_id
-    llm.engine.runner.run = corrupted
+        return out
+    llm.llm_engine.runner.run = corrupted
     return hits
 
 
@@ -176,13 +176,13 @@ def test_interrupted_eager_frees_every_block_and_the_next_call_is_unchanged(make
         real_gate, tick = policy_module.entropy_gate, _raise_on_call(2)
         monkeypatch.setattr(policy_module, "entropy_gate", lambda *a, **k: (tick(), real_gate(*a, **k))[1])
     elif where == "reallocation-round":   # inside the policy, once a reallocation run has started
-        real_decide = EagerPolicy.decide
+        real_decide = EagerInitController.decide
 
-        def decide(self, engine, seqs, logits):
-            if any(s.request.state["round"] > 0 for s in seqs):
+        def decide(self, seqs, logits):
+            if any(s.request.controller_state.round > 0 for s in seqs):
                 raise KeyboardInterrupt
-            return real_decide(self, engine, seqs, logits)
-        monkeypatch.setattr(EagerPolicy, "decide", decide)
+            return real_decide(self, seqs, logits)
+        monkeypatch.setattr(EagerInitController, "decide", decide)
     else:                          # the user's answer checker, between rounds
         def checker(text, answer):
             raise KeyboardInterrupt

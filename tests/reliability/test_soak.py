@@ -1,4 +1,4 @@
-"""The soak (eager_core/soak.py, tools/soak.py), short: random requests, forks, preemptions and
+"""The soak (tools/soak_harness.py, tools/soak.py), short: random requests, forks, preemptions and
 interrupts against a small pool end with every block free, no sequence alive and flat memory.
 The checks themselves are shown to catch a leak, so a clean report means something.
 """
@@ -10,11 +10,11 @@ import json
 import sys
 
 import pytest
-from reliability_helpers import REPO, assert_clean
+from reliability_helpers import REPO, assert_clean  # (also puts tools/ on sys.path)
 
 from eager_core import LLM, SamplingParams
 from eager_core.errors import ConfigError
-from eager_core.soak import engine_problems, live_sequence_objects, max_family, pool_blocks_needed, run_soak
+from soak_harness import engine_problems, live_sequence_objects, max_family, pool_blocks_needed, run_soak
 
 SOAK = dict(max_prompt_len=8, max_new_tokens=32, max_n=4, max_sequences=3, interrupt_fraction=0.15)
 
@@ -44,17 +44,17 @@ def test_the_checks_catch_a_leaked_block_and_a_stuck_request(tiny_ckpt):
     assert engine_problems(llm) == ["2 of 16 KV blocks not back in the pool",
                                     f"blocks with a non-zero reference count: {table}"]
     llm.block_manager.free(table)
-    req = llm._make_request(None, [1, 2], SamplingParams())
-    llm.scheduler.add(req)                                  # queued, never run
-    assert engine_problems(llm) == ["scheduler still holds 1 waiting and 0 running requests"]
-    llm.scheduler.waiting.clear()
+    llm.llm_engine.add_request("stuck", [1, 2], SamplingParams())   # queued, never run
+    assert engine_problems(llm) == ["engine still holds 1 requests (1 not admitted)"]
+    llm.llm_engine.abort_request("stuck")
+    assert engine_problems(llm) == []
 
 
 def test_the_soak_reports_sequences_that_outlive_their_call(tiny_ckpt, monkeypatch):
     llm = LLM(str(tiny_ckpt), num_kv_blocks=64, block_size=4)
     kept = []
-    real_finish = llm.scheduler.finish
-    monkeypatch.setattr(llm.scheduler, "finish", lambda req: (kept.append(req), real_finish(req)))   # a leak
+    real_remove = llm.scheduler.remove
+    monkeypatch.setattr(llm.scheduler, "remove", lambda req: (kept.append(req), real_remove(req)))   # a leak
     report = run_soak(llm, num_requests=6, seed=1, max_prompt_len=4, max_new_tokens=4, max_n=2, max_sequences=2)
     assert not report["ok"] and report["leaked_objects"] > 0
     assert any("outlived their calls" in p for p in report["problems"])

@@ -23,7 +23,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from eager_core.distributed.context import DistributedError, collective, init_distributed
+from eager_core.model.process_group import DistributedError, collective, init_distributed
 from eager_core.errors import CheckpointError, ConfigError
 from eager_core.model.config import ModelConfig
 

@@ -24,8 +24,8 @@ from typing import Any, Callable, TypeVar
 
 import torch.distributed as dist
 
-from eager_core.distributed.context import DistributedError, collective, init_distributed, positive_seconds
-from eager_core.distributed.data_parallel import eager_data_parallel
+from eager_core.model.process_group import DistributedError, collective, init_distributed, positive_seconds
+from eager_core.eager.data_parallel import eager_data_parallel
 from eager_core.eager.params import EagerParams
 
 T = TypeVar("T")
@@ -42,13 +42,15 @@ class DataParallelLLM:
         self.in_call = False   # a failure inside a call already reached every rank (data_parallel.py)
 
     def eager(self, prompts: list, params: EagerParams | None = None, method: str = "eager-init",
-              answers: list | None = None, checker: Callable[[str, str], bool] | None = None) -> list:
-        """Like ``LLM.eager``; ``checker`` must be picklable (a module-level function) to reach the other ranks."""
+              answers: list | None = None, checker: Callable[[str, str], bool] | None = None,
+              on_step: Callable[[Any], None] | None = None) -> list:
+        """Like ``LLM.eager``; ``checker`` must be picklable (a module-level function) to reach the other ranks.
+        ``on_step`` sees this rank's own steps."""
         args = (prompts, params or EagerParams(), method, answers, checker)
         _announce(self._control, (_EAGER, args))
         self.calls += 1
         self.in_call = True
-        outputs = eager_data_parallel(self._llm, *args)
+        outputs = eager_data_parallel(self._llm, *args, on_step=on_step)
         self.in_call = False
         return outputs
 

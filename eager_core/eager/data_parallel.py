@@ -22,13 +22,11 @@ from typing import Any, Callable
 
 import torch.distributed as dist
 
-from eager_core.distributed.context import DistributedError, collective, init_distributed
+from eager_core.model.process_group import DistributedError, collective, init_distributed
 from eager_core.eager.outputs import EagerOutput
 from eager_core.eager.params import EagerParams
-from eager_core.eager.runner import STAT_KEYS_SUMMED, run_eager
-
-# Summed over ranks; the KV peaks and wall time are per process: the maximum is reported.
-_MAX_KEYS = ("kv_blocks_peak", "kv_blocks_logical_peak", "wall_s", "rounds")
+from eager_core.eager.runner import run_eager
+from eager_core.engine.stats import RunStats
 
 
 class DataParallelShard:
@@ -83,7 +81,8 @@ class DataParallelShard:
 
 def eager_data_parallel(llm, prompts: list, params: EagerParams | None = None, method: str = "eager-init",
                         answers: list | None = None,
-                        checker: Callable[[str, str], bool] | None = None) -> list[EagerOutput] | None:
+                        checker: Callable[[str, str], bool] | None = None,
+                        on_step: Callable[[RunStats], None] | None = None) -> list[EagerOutput] | None:
     """``llm.eager`` over the data-parallel group; every process calls it with the same arguments.
 
     Returns every prompt's output, in order, on data-parallel rank 0 and None elsewhere.
@@ -94,12 +93,13 @@ def eager_data_parallel(llm, prompts: list, params: EagerParams | None = None, m
     params = params or EagerParams()
     group, size = _data_parallel_group(llm)
     if size == 1:
-        return llm.eager(prompts, params, method, answers, checker)
+        return llm.eager(prompts, params, method, answers, checker, on_step=on_step)
     shard = DataParallelShard(group)
     try:
-        with llm._lock:
-            outputs = run_eager(llm, prompts, params, method, answers, checker, shard=shard)
-        local = (dict(zip([i for i in range(len(prompts)) if shard.owns(i)], outputs)), llm.last_stats)
+        outputs, stats = run_eager(llm.llm_engine, prompts, params, method, answers, checker, shard=shard,
+                                   on_step=on_step)
+        llm.last_stats = stats.as_dict()   # this rank's share; rank 0 gets the whole call's below
+        local = (dict(zip([i for i in range(len(prompts)) if shard.owns(i)], outputs)), stats.as_dict())
     except Exception as e:
         shard.fail(e)
         raise
@@ -114,15 +114,12 @@ def eager_data_parallel(llm, prompts: list, params: EagerParams | None = None, m
 
 
 def combine_stats(per_rank: list[dict]) -> dict:
-    """One run's statistics from every rank's: sums of counts, maxima of peaks and wall time."""
-    total: dict = {}
-    for stats in per_rank:
-        for k, v in stats.items():
-            if k in STAT_KEYS_SUMMED and k != "wall_s":
-                total[k] = total.get(k, 0) + v
-            elif k in _MAX_KEYS:
-                total[k] = max(total.get(k, v), v)
-    return total
+    """One run's statistics from every rank's (``RunStats.alongside``): sums of counts, maxima of
+    peaks and wall time."""
+    total = RunStats.from_dict(per_rank[0])
+    for stats in per_rank[1:]:
+        total = total.alongside(RunStats.from_dict(stats))
+    return total.as_dict()
 
 
 def is_main_process() -> bool:

@@ -13,15 +13,22 @@ Token bookkeeping of a sequence (the engine's invariant):
 
 Randomness: a sequence samples from its own ``random.Random`` seeded by (request seed, branch id),
 so its tokens do not depend on which other sequences share a batch, and runs are reproducible.
+
+Who writes what: the scheduler owns ``block_table``, ``num_computed`` and ``status`` (it commits
+every block write); the engine appends tokens and sets ``finish_reason`` / ``stop_text``; the
+request's step controller owns ``controller_state`` and the per-token ``entropies``.
 """
 
 from __future__ import annotations
 
 import random
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eager_core.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from eager_core.engine.controller import StepController
 
 
 class SeqStatus(Enum):
@@ -31,7 +38,7 @@ class SeqStatus(Enum):
 
 
 class Sequence:
-    """One branch of generation. ``block_table`` is owned by the BlockManager's bookkeeping."""
+    """One branch of generation. ``block_table`` is changed only through the scheduler."""
 
     def __init__(self, seq_id: int, request: "Request", branch_id: int, token_ids: list[int],
                  parent: "Sequence | None" = None, branch_position: int | None = None):
@@ -48,9 +55,10 @@ class Sequence:
         self.finish_reason: str | None = None
         self.error: str | None = None
         self.rng = random.Random(f"{request.seed}:{branch_id}")
-        self.entropies: list[float] = []          # per generated token, filled by the EAGer policy
+        self.entropies: list[float] = []          # per generated token, filled by an entropy controller
         self.branch_entropy: float | None = None  # the entropy that created this branch
-        self.extra: dict[str, Any] = {}           # policy-owned annotations (e.g. EAGer round)
+        self.stop_text: str | None = None         # the output text cut before the stop string that ended it
+        self.dirty_kv = False                     # wrote non-finite K/V: its blocks are zeroed when freed
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -78,20 +86,31 @@ class Sequence:
 
 
 class Request:
-    """A prompt and its family of sequences. The family is scheduled, preempted and finished as one."""
+    """A prompt and its family of sequences. The family is scheduled, preempted and finished as one.
 
-    def __init__(self, request_id: int, prompt: str | None, prompt_token_ids: list[int], params: SamplingParams,
-                 seed: int):
+    ``controller`` decides each step what the family's sequences do (sample, fork, finish);
+    ``controller_state`` is its per-request state (a dataclass of the controller's, e.g. EAGer's
+    counters). With ``score_only`` the request computes the logits of every prompt position
+    (``prompt_logits``) and generates nothing.
+    """
+
+    def __init__(self, request_id: str, prompt: str | None, prompt_token_ids: list[int], params: SamplingParams,
+                 seed: int, controller: "StepController | None" = None, controller_state: Any = None,
+                 score_only: bool = False):
         self.request_id = request_id
         self.prompt = prompt
         self.prompt_token_ids = prompt_token_ids
         self.params = params
         self.seed = seed
+        self.controller = controller
+        self.controller_state = controller_state
+        self.score_only = score_only
+        self.error: str | None = None      # why the whole family failed (e.g. it cannot fit in the pool)
+        self.prompt_logits: list = []       # score_only: logits chunks of the prompt positions, in order
         self.seqs: list[Sequence] = []
         self.next_branch_id = 0
-        self.pending_forks = params.n - 1   # n > 1: forked once the prompt's prefill is done
-        self.arrival = request_id
-        self.state: dict[str, Any] = {}     # policy-owned per-request state (EAGer counters)
+        self.pending_forks = 0 if score_only else params.n - 1   # n > 1: forked once the prefill is done
+        self.arrival = 0                    # admission order, set by the engine (preemption picks the last)
 
     def new_sequence(self, seq_id: int, token_ids: list[int], parent: Sequence | None = None,
                      branch_position: int | None = None) -> Sequence:

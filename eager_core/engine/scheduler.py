@@ -1,4 +1,9 @@
-"""Continuous batching: which sequences run this step, and what to evict when blocks run out.
+"""Continuous batching: which sequences run this step, what to evict when blocks run out, and
+every change to a block table.
+
+The scheduler is the only owner of KV blocks above the block manager: it allocates the slots of
+each step's writes (copy-on-write included) and hands the runner a batch with slots, it forks and
+frees sequences, and it drops aborted families. The runner only reads block tables.
 
 Each step packs, within ``max_num_seqs`` sequences and ``max_num_batched_tokens`` tokens:
   1. one decode token for every running sequence of every running request,
@@ -9,7 +14,7 @@ A request and all its branches form a *family* that is admitted, preempted and f
 When the pool cannot hold the step's writes, the most recently admitted family is preempted: its
 blocks are freed and it goes back to the front of the queue to be recomputed later. Recompute
 re-forks each branch from its parent at the split position, so a family costs what it cost before.
-A family that cannot fit in the whole pool on its own is an error, not a deadlock.
+A family that cannot fit in the whole pool on its own fails (``request.error``), it never deadlocks.
 """
 
 from __future__ import annotations
@@ -18,14 +23,24 @@ from collections import deque
 from dataclasses import dataclass
 
 from eager_core.cache.block_manager import BlockManager
-from eager_core.errors import RequestError
-from eager_core.sequence import Request, Sequence, SeqStatus
+from eager_core.engine.sequence import Request, Sequence, SeqStatus
+
+
+@dataclass
+class ScheduledItem:
+    seq: Sequence
+    n: int                 # new tokens to feed: positions [seq.num_computed, seq.num_computed + n)
+    slots: list[int]       # the KV slot each of those positions is written to (committed)
 
 
 @dataclass
 class ScheduledBatch:
-    items: list[tuple[Sequence, int]]   # (sequence, new tokens to feed); decodes (n == 1, ready) first
+    items: list[ScheduledItem]        # decodes (n == 1, context complete) first, then prefill chunks
+    num_decode: int
     num_tokens: int
+    copies: list[tuple[int, int]]     # copy-on-write (src, dst) blocks: copy before the forward pass
+    preempted: int                    # families evicted while planning this step
+    failed: list[Request]             # families dropped because they cannot fit (``request.error`` says why)
 
 
 class Scheduler:
@@ -35,21 +50,77 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []       # in admission order: the last one is preempted first
         self.preemptions = 0
+        self.next_seq_id = 0
+        self.failed: list[Request] = []
 
     def add(self, request: Request) -> None:
-        if request.params.n > self.max_num_seqs:
-            # A family is never split, so n siblings must fit in one step's batch.
-            raise RequestError(f"request {request.request_id}: SamplingParams.n={request.params.n} exceeds "
-                               f"max_num_seqs={self.max_num_seqs}")
+        """Queue a request (with its root sequence) at the back of the waiting queue."""
+        request.new_sequence(self._seq_id(), list(request.prompt_token_ids))
         self.waiting.append(request)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    # ------------------------------------------------------------------------------------------
+    def _seq_id(self) -> int:
+        self.next_seq_id += 1
+        return self.next_seq_id - 1
+
+    # --- block commits outside the plan: forks, finishes, aborts ----------------------------------
+
+    def fork(self, seq: Sequence, token: int | None) -> Sequence:
+        """Start a branch sharing ``seq``'s KV blocks; it continues with ``token`` (if given).
+
+        ``seq`` must be fully computed (its logits just came back). Costs no KV copy: the first
+        write into the shared last block later copies that one block.
+        """
+        req = seq.request
+        child = req.new_sequence(self._seq_id(), list(seq.token_ids), parent=seq, branch_position=len(seq.token_ids))
+        child.block_table = self.bm.fork(seq.block_table)
+        child.num_computed = seq.num_computed
+        child.status = SeqStatus.RUNNING
+        if token is not None:
+            child.token_ids.append(token)
+        return child
+
+    def finish(self, seq: Sequence, reason: str) -> list[int]:
+        """Stop a sequence and drop its blocks (shared ones only lose a reference).
+
+        Returns the blocks that went back to the pool if the sequence wrote non-finite K/V
+        (``dirty_kv``): the caller zeroes them before anyone else can own them.
+        """
+        seq.status = SeqStatus.FINISHED
+        seq.finish_reason = reason
+        return self._release(seq)
+
+    def _release(self, seq: Sequence) -> list[int]:
+        dying = [b for b in seq.block_table if self.bm.ref_count[b] == 1] if seq.dirty_kv else []
+        self.bm.free(seq.block_table)
+        return dying
+
+    def remove(self, req: Request) -> None:
+        """Drop a finished family (its sequences already freed their blocks)."""
+        self.running.remove(req)
+
+    def abort(self, req: Request) -> list[int]:
+        """Drop a family wherever it is, freeing every block of every sequence; returns dirty blocks."""
+        dying: list[int] = []
+        for seq in req.seqs:
+            dying += self._release(seq)
+            if not seq.is_finished:
+                seq.status, seq.finish_reason = SeqStatus.FINISHED, "abort"
+        req.pending_forks = 0
+        if req in self.running:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)
+        return dying
+
+    # --- the plan of one step -----------------------------------------------------------------
 
     def schedule(self) -> ScheduledBatch:
-        """Pick this step's work, preempting families until the pool can hold every planned write."""
+        """Pick this step's work, preempting families until the pool can hold every planned write,
+        then commit the writes: every item gets its slots, shared blocks their private copies."""
+        preempted = self.preemptions
         while True:
             items = self._plan_running()
             need = self.bm.blocks_for_writes([(s.block_table, s.num_computed, s.num_computed + n) for s, n in items])
@@ -57,15 +128,32 @@ class Scheduler:
                 break
             if len(self.running) == 1:
                 req = self.running[0]
-                raise RequestError(
-                    f"KV pool too small: request {req.request_id} with {len(req.live_seqs)} live sequences needs "
-                    f"{need} more blocks but only {self.bm.num_free} of {self.bm.num_blocks} are free; "
-                    f"raise num_kv_blocks")
+                self._fail(req, f"KV pool too small: request {req.request_id!r} with {len(req.live_seqs)} live "
+                                f"sequences needs {need} more blocks but only {self.bm.num_free} of "
+                                f"{self.bm.num_blocks} are free; raise num_kv_blocks")
+                continue
             self._preempt(self.running.pop())
         items += self._admit(sum(n for _, n in items), len(items), need)
         # Decodes first, then prefill chunks (the model runner batches decodes together).
         items.sort(key=lambda item: not _is_decode(*item))
-        return ScheduledBatch(items, sum(n for _, n in items))
+        copies: list[tuple[int, int]] = []
+        scheduled = []
+        for seq, n in items:
+            slots, cow = self.bm.prepare_write(seq.block_table, seq.num_computed, seq.num_computed + n)
+            copies += cow
+            scheduled.append(ScheduledItem(seq, n, slots))
+        failed, self.failed = self.failed, []
+        return ScheduledBatch(scheduled, sum(1 for seq, n in items if _is_decode(seq, n)),
+                              sum(n for _, n in items), copies, self.preemptions - preempted, failed)
+
+    def _fail(self, req: Request, message: str) -> None:
+        """A family that cannot fit in the whole pool on its own: drop it and report it, never wait for it."""
+        live = req.live_seqs
+        self.abort(req)
+        for seq in live:
+            seq.finish_reason, seq.error = "error", message
+        req.error = message
+        self.failed.append(req)
 
     def _plan_running(self) -> list[tuple[Sequence, int]]:
         items: list[tuple[Sequence, int]] = []
@@ -101,8 +189,9 @@ class Scheduler:
             live = req.live_seqs
             need = family_blocks(req, self.bm.block_size)
             if need > self.bm.num_blocks:
-                raise RequestError(f"KV pool too small: request {req.request_id} needs {need} blocks, the pool has "
-                                   f"{self.bm.num_blocks}; raise num_kv_blocks")
+                self._fail(req, f"KV pool too small: request {req.request_id!r} needs {need} blocks, the pool "
+                                f"has {self.bm.num_blocks}; raise num_kv_blocks")
+                continue
             root = live[0]
             n = min(len(root.token_ids) - root.num_computed, self.max_num_batched_tokens - tokens)
             family = len(live) + req.pending_forks
@@ -128,19 +217,6 @@ class Scheduler:
         self.preemptions += 1
         self.waiting.appendleft(req)
 
-    def finish(self, req: Request) -> None:
-        """Remove a finished family (its sequences already freed their blocks)."""
-        self.running.remove(req)
-
-    def abort_all(self) -> list[Request]:
-        """Free every block of every request (used after an interrupt); returns what was dropped."""
-        dropped = list(self.running) + list(self.waiting)
-        for req in dropped:
-            for seq in req.seqs:
-                self.bm.free(seq.block_table)
-        self.running.clear()
-        self.waiting.clear()
-        return dropped
 
 
 def _is_decode(seq: Sequence, n: int) -> bool:

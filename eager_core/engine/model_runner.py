@@ -1,9 +1,12 @@
-"""From a scheduled batch to logits: slots, copy-on-write, packed inputs, one forward pass.
+"""From a scheduled batch to logits: packed inputs, copy-on-write copies, one forward pass.
 
-The runner owns the model, the KV pool and the block manager. For each scheduled
-(sequence, n) it reserves slots for positions [num_computed, num_computed + n) (copy-on-write
-happens here), copies every CoW block of the step in one operation, then runs one forward over
-the packed tokens. Logits come back only for sequences whose context is complete after the step.
+The runner owns the model and the KV tensor, not the blocks: the scheduler has already given every
+fed position its slot and listed the copy-on-write pairs of the step (engine/scheduler.py). The
+runner copies those blocks in one operation, then runs one forward over the packed tokens and
+returns logits only for the rows that need them:
+
+- decision rows: one per sequence whose context is complete after the step (it chooses a token);
+- score rows: every fed position of a ``score_only`` request (``LLMEngine`` scoring, ``LLM.logits``).
 
 A decode-only step can instead go through ``DecodeGraphs`` (decode_graphs.py): same inputs, padded
 to a static shape and replayed as a CUDA graph.
@@ -11,23 +14,31 @@ to a static shape and replayed as a CUDA graph.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from eager_core.cache.block_manager import BlockManager
 from eager_core.cache.kv_pool import KVPool
-from eager_core.decode_graphs import DecodeGraphs
+from eager_core.engine.decode_graphs import DecodeGraphs
+from eager_core.engine.scheduler import ScheduledBatch
+from eager_core.engine.sequence import Sequence
 from eager_core.model.attention import AttentionMetadata, PrefillChunk, context_slots
 from eager_core.model.transformer import Transformer
 from eager_core.ops.paged_attention import use_paged_kernel
-from eager_core.sequence import Sequence
+
+
+@dataclass
+class StepLogits:
+    logits: torch.Tensor                          # [len(seqs), V] float32: the decision rows
+    seqs: list[Sequence]                          # whose context is complete: each chooses a token
+    scores: list[tuple[Sequence, torch.Tensor]]   # score_only sequences: logits of every fed position
 
 
 class ModelRunner:
-    def __init__(self, model: Transformer, kv_pool: KVPool, block_manager: BlockManager,
-                 graphs: DecodeGraphs | None = None):
-        self.model, self.kv_pool, self.bm = model, kv_pool, block_manager
+    def __init__(self, model: Transformer, kv_pool: KVPool, graphs: DecodeGraphs | None = None):
+        self.model, self.kv_pool = model, kv_pool
         self.device = model.device
-        self.block_size = block_manager.block_size
+        self.block_size = kv_pool.block_size
         self.graphs = graphs
 
     def _slots_of(self, table: list[int], length: int) -> torch.Tensor:
@@ -36,52 +47,50 @@ class ModelRunner:
         pos = torch.arange(length)
         return torch.tensor(table, dtype=torch.long)[pos // bs] * bs + pos % bs
 
-    def run(self, items: list[tuple[Sequence, int]], num_decode: int, all_logits: bool = False
-            ) -> tuple[torch.Tensor, list[Sequence]]:
-        """Feed every item's next tokens; return (logits [S, V], the S sequences they belong to).
+    def zero_blocks(self, blocks: list[int]) -> None:
+        """Wipe freed blocks that held non-finite K/V (see LLMEngine: bad rows)."""
+        self.kv_pool.zero_blocks(blocks)
 
-        The first ``num_decode`` items are single-token decodes. With ``all_logits`` every fed
-        position gets a logits row (scoring); otherwise only sequences whose context is complete.
-        Afterwards each sequence's ``num_computed`` has advanced by its n.
-        """
+    def run(self, batch: ScheduledBatch) -> StepLogits:
+        """Feed every item's next tokens; afterwards each sequence's ``num_computed`` has advanced by its n."""
+        items, num_decode = batch.items, batch.num_decode
         input_ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []
-        copies: list[tuple[int, int]] = []
-        logits_rows: list[int] = []
+        decide_rows: list[int] = []
+        score_rows: list[int] = []
         sampled: list[Sequence] = []
+        scored: list[tuple[Sequence, int]] = []
         prefills: list[PrefillChunk] = []
-        for idx, (seq, n) in enumerate(items):
-            start = seq.num_computed
-            slots, cow = self.bm.prepare_write(seq.block_table, start, start + n)
-            copies += cow
+        for idx, item in enumerate(items):
+            seq, n, start = item.seq, item.n, item.seq.num_computed
             offset = len(input_ids)
             input_ids += seq.token_ids[start:start + n]
             positions += range(start, start + n)
-            slot_mapping += slots
+            slot_mapping += item.slots
             if idx >= num_decode:
                 prefills.append(PrefillChunk(offset, n, start + n, self._slots_of(seq.block_table, start + n).to(self.device)))
-            if all_logits:
-                logits_rows += range(offset, offset + n)
-            if start + n == len(seq.token_ids):
-                if not all_logits:
-                    logits_rows.append(offset + n - 1)
+            if seq.request.score_only:
+                score_rows += range(offset, offset + n)
+                scored.append((seq, n))
+            elif start + n == len(seq.token_ids):
+                decide_rows.append(offset + n - 1)
                 sampled.append(seq)
         # Every copy-on-write of the step happens before the forward pass writes anything.
-        self.kv_pool.copy_blocks(copies)
+        self.kv_pool.copy_blocks(batch.copies)
         graphs = self.graphs
-        if (graphs is not None and num_decode == len(items) and not all_logits
+        if (graphs is not None and num_decode == len(items) and not scored
                 and graphs.fits(num_decode, max(positions) + 1)):
-            seqs = [s for s, _ in items]
+            seqs = [it.seq for it in items]
             logits = graphs.run(input_ids, positions, slot_mapping, [s.block_table for s in seqs],
                                 [p + 1 for p in positions])
             for seq in seqs:
                 seq.num_computed += 1
-            return logits, sampled
+            return StepLogits(logits, sampled, [])
         meta = AttentionMetadata(slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=self.device),
                                  num_decode=num_decode, prefills=prefills)
         if num_decode:
-            decoding = [s for s, _ in items[:num_decode]]
+            decoding = [it.seq for it in items[:num_decode]]
             tables, ctx = self._decode_tables(decoding)
             if use_paged_kernel(self.device, self.kv_pool.kv.dtype):   # the kernel reads through the tables
                 meta.decode_tables, meta.decode_context_lens, meta.block_size = tables, ctx, self.block_size
@@ -90,10 +99,14 @@ class ModelRunner:
         logits = self.model.forward(
             torch.tensor(input_ids, dtype=torch.long, device=self.device),
             torch.tensor(positions, dtype=torch.long, device=self.device),
-            meta, self.kv_pool.kv, torch.tensor(logits_rows, dtype=torch.long, device=self.device))
-        for seq, n in items:
-            seq.num_computed += n
-        return logits, sampled
+            meta, self.kv_pool.kv, torch.tensor(decide_rows + score_rows, dtype=torch.long, device=self.device))
+        for it in items:
+            it.seq.num_computed += it.n
+        scores, row = [], len(decide_rows)
+        for seq, n in scored:
+            scores.append((seq, logits[row:row + n]))
+            row += n
+        return StepLogits(logits[:len(decide_rows)] if scored else logits, sampled, scores)
 
     @staticmethod
     def _decode_tables(seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,12 @@ the batch, and the whole batch is sampled with a handful of tensor ops and no pe
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from eager_core.engine.sequence import Sequence
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
@@ -48,3 +53,19 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
         last_live = (V - 1) - (probs.flip(-1) > 0).to(torch.int8).argmax(dim=-1)
         tokens = torch.minimum(tokens, last_live)
     return torch.where(greedy, greedy_tokens, tokens)
+
+
+
+def sample_rows(seqs: "list[Sequence]", logits: torch.Tensor, temperature: float | None = None) -> list[int]:
+    """Sample each row with its request's parameters (or a shared temperature) and its own stream."""
+    params = [s.request.params for s in seqs]
+    temps = [p.temperature if temperature is None else temperature for p in params]
+    if all(t <= 0 for t in temps):
+        return logits.argmax(dim=-1).tolist()   # all greedy: no filters, no draws from the streams
+    t = torch.tensor(temps, dtype=torch.float32)
+    top_k = torch.tensor([p.top_k for p in params], dtype=torch.long)
+    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
+    min_p = torch.tensor([p.min_p for p in params], dtype=torch.float32)
+    u = torch.tensor([s.rng.random() for s in seqs], dtype=torch.float64)
+    dev = logits.device
+    return sample(logits, t.to(dev), top_k.to(dev), top_p.to(dev), min_p.to(dev), u.to(dev)).tolist()

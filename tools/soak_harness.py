@@ -1,4 +1,4 @@
-"""Soak run: many random requests against a small KV pool, then check that nothing leaked.
+"""Soak run (the harness behind tools/soak.py and tests/reliability/test_soak.py): many random requests against a small KV pool, then check that nothing leaked.
 
 ``run_soak(llm, num_requests, seed)`` drives one ``LLM`` with a seeded random mix of calls:
 
@@ -27,7 +27,7 @@ from typing import Callable
 from eager_core.eager.params import EagerParams
 from eager_core.errors import ConfigError
 from eager_core.sampling_params import SamplingParams
-from eager_core.sequence import Request, Sequence
+from eager_core.engine.sequence import Request, Sequence  # noqa: F401  (counted as live objects)
 
 _WORDS = ["the", "cat", "sat", "on", "a", "mat", "one", "two", "three", "plus", "is", "what", "why", "=", "7",
           "42", "Paris", "think", "so", "and", ".", "?", "\n", "é", "日本"]
@@ -39,21 +39,8 @@ class InjectedInterrupt(KeyboardInterrupt):
 
 
 def engine_problems(llm) -> list[str]:
-    """What is wrong with an engine that should be idle: leaked blocks, counts, queued work."""
-    bm, sched, engine = llm.block_manager, llm.scheduler, llm.engine
-    problems = []
-    if bm.num_free != bm.num_blocks:
-        problems.append(f"{bm.num_blocks - bm.num_free} of {bm.num_blocks} KV blocks not back in the pool")
-    counted = [b for b, c in enumerate(bm.ref_count) if c != 0]
-    if counted:
-        problems.append(f"blocks with a non-zero reference count: {counted[:10]}")
-    if len(set(bm.free_list)) != len(bm.free_list):
-        problems.append("a block is in the free list twice")
-    if sched.waiting or sched.running:
-        problems.append(f"scheduler still holds {len(sched.waiting)} waiting and {len(sched.running)} running requests")
-    if engine.requests or engine._forked:
-        problems.append(f"engine still holds {len(engine.requests)} requests and {len(engine._forked)} pending forks")
-    return problems
+    """What is wrong with an engine that should be idle (``LLMEngine.idle_problems``)."""
+    return llm.llm_engine.idle_problems()
 
 
 def rss_bytes() -> int | None:

@@ -1,0 +1,411 @@
+"""LLMEngine: the online engine. Requests join, stream and leave while others decode.
+
+vLLM's three verbs are the whole interface:
+
+    engine.add_request("a", "The capital of France is", SamplingParams(max_tokens=8))
+    while engine.has_unfinished_requests():
+        for out in engine.step():            # one output per request that changed this step
+            print(out.request_id, out.outputs[0].text, out.finished)
+    engine.abort_request("a")                # every block of the request is free on return
+
+One step: admit what arrived -> scheduler plans and commits block writes -> model runner computes
+logits -> each request's step controller decides per row (token, fork, finish) -> the engine
+applies the decisions, checks stop conditions and returns the changed requests' outputs.
+``LLM.generate / chat / eager / logits`` are loops over these same steps (``run_until_finished``).
+
+Threads: ``add_request`` and ``abort_request`` may be called from any thread while one thread
+drives ``step``. A request added during a step joins at the next one; an abort waits for the
+running step to end, then frees the request's blocks before it returns. (An abort issued from a
+callback inside ``step`` itself, such as ``on_token``, is applied at the end of that step.)
+
+Determinism: a request's tokens depend only on its prompt, its parameters and its seed (its
+sequences sample from their own streams), never on when it arrived or what else runs with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+import torch
+
+from eager_core.cache.block_manager import BlockManager
+from eager_core.errors import RequestError
+from eager_core.engine.controller import SAMPLING, Decision, StepController
+from eager_core.engine.engine_args import EngineArgs
+from eager_core.engine.loader import EngineParts, load_engine_parts
+from eager_core.engine.outputs import RequestOutput, request_output
+from eager_core.engine.sequence import Request, Sequence
+from eager_core.engine.stats import RunStats
+from eager_core.sampling_params import SamplingParams
+
+TokenCallback = Callable[[Sequence, int], None]
+
+
+class LLMEngine:
+    """Accepts ``LLM``'s constructor arguments (see EngineArgs) and owns the model, pool and scheduler."""
+
+    def __init__(self, ckpt: str | None = None, **kwargs: Any):
+        args = kwargs.pop("engine_args", None) or EngineArgs(ckpt, **kwargs)
+        self.args = args
+        parts: EngineParts = load_engine_parts(args)
+        self.config, self.tokenizer, self.model, self.tp = parts.config, parts.tokenizer, parts.model, parts.tp
+        self.device, self.dtype, self.max_model_len = parts.device, args.torch_dtype, parts.max_model_len
+        self.ckpt_dir, self.runner, self.scheduler, self.kv_pool = parts.ckpt_dir, parts.runner, parts.scheduler, parts.runner.kv_pool
+        self.block_manager: BlockManager = parts.scheduler.bm
+        self.stats = RunStats()
+        self.on_token: TokenCallback | None = None   # called in the step thread for every new token
+        self._seed_stream = random.Random(args.seed)
+        self._arrivals = itertools.count()
+        self._requests: dict[str, Request] = {}      # every unfinished request, queued ones included
+        self._inbox: list[Request] = []               # added since the last step
+        self._lock = threading.Lock()                 # guards _requests and _inbox
+        self._step_lock = threading.RLock()           # held for a whole step, and by abort_request
+        self._stepping = False
+        self._deferred_aborts: list[str] = []
+
+    @classmethod
+    def from_engine_args(cls, args: EngineArgs) -> "LLMEngine":
+        return cls(engine_args=args)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    @property
+    def kv_blocks_free(self) -> int:
+        return self.block_manager.num_free
+
+    @property
+    def kv_blocks_total(self) -> int:
+        return self.block_manager.num_blocks
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._requests)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self._requests)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting) + len(self._inbox)
+
+    def idle_problems(self) -> list[str]:
+        """What is wrong with an engine that should be idle (no request left): leaked blocks,
+        reference counts, queued work. Empty when clean."""
+        bm, sched = self.block_manager, self.scheduler
+        problems = []
+        if bm.num_free != bm.num_blocks:
+            problems.append(f"{bm.num_blocks - bm.num_free} of {bm.num_blocks} KV blocks not back in the pool")
+        counted = [b for b, c in enumerate(bm.ref_count) if c != 0]
+        if counted:
+            problems.append(f"blocks with a non-zero reference count: {counted[:10]}")
+        if len(set(bm.free_list)) != len(bm.free_list):
+            problems.append("a block is in the free list twice")
+        if sched.waiting or sched.running:
+            problems.append(f"scheduler still holds {len(sched.waiting)} waiting and {len(sched.running)} running requests")
+        if self._requests or self._inbox or self._deferred_aborts:
+            problems.append(f"engine still holds {len(self._requests)} requests ({len(self._inbox)} not admitted)")
+        return problems
+
+    # --- adding and aborting (any thread) ---------------------------------------------------------
+
+    def add_request(self, request_id: str, prompt: str | list[int] | dict, params: Any, *,
+                    controller: StepController | None = None, controller_state: Any = None) -> None:
+        """Queue a request; it joins the running batch at the next step.
+
+        ``prompt``: text (encoded as ``LLM.generate`` encodes it), token ids, or vLLM's
+        ``{"prompt_token_ids": [...], "prompt": text}``. ``params``: ``SamplingParams``, or
+        ``EagerParams`` for one EAGer-init tree (the tree ``LLM.eager([prompt], params)`` returns).
+        ``controller`` overrides the step controller that the params choose (see controller.py).
+        """
+        if not isinstance(request_id, str) or not request_id:
+            raise RequestError(f"request_id={request_id!r}: expected a non-empty string")
+        text, ids = self._encode(request_id, prompt)
+        score_only = False
+        if isinstance(params, SamplingParams):
+            sampling, ctl = params, controller or SAMPLING
+        elif isinstance(params, ScoreParams):
+            sampling, ctl, score_only = SamplingParams(max_tokens=1), SAMPLING, True
+        elif hasattr(params, "request_plan"):   # EagerParams and any params that bring their own controller
+            sampling, plan_ctl, plan_state = params.request_plan(self.tokenizer)
+            ctl, controller_state = controller or plan_ctl, plan_state if controller_state is None else controller_state
+        else:
+            raise RequestError(f"params is a {type(params).__name__}, expected SamplingParams or EagerParams")
+        self._check_fits(request_id, ids, sampling)
+        with self._lock:
+            if request_id in self._requests:
+                raise RequestError(f"request_id={request_id!r} is already in use by an unfinished request")
+            seed = sampling.seed if sampling.seed is not None else self._seed_stream.getrandbits(63)
+            req = Request(request_id, text, ids, sampling, seed, ctl, controller_state, score_only=score_only)
+            self._requests[request_id] = req
+            self._inbox.append(req)
+
+    def _encode(self, request_id: str, prompt: Any) -> tuple[str | None, list[int]]:
+        where = f"request {request_id!r}"
+        text = None
+        if isinstance(prompt, dict):
+            text, ids = prompt.get("prompt"), prompt.get("prompt_token_ids")
+            if ids is None:
+                raise RequestError(f"{where}: a dict prompt needs 'prompt_token_ids'")
+        elif isinstance(prompt, str):
+            if not prompt:
+                raise RequestError(f"{where}: empty prompt")
+            text, ids = prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
+        else:
+            ids = prompt
+        if not isinstance(ids, (list, tuple)):
+            raise RequestError(f"{where}: prompt is a {type(prompt).__name__}, expected a string or a list of token ids")
+        vocab = self.config.vocab_size
+        if not ids:
+            raise RequestError(f"{where}: empty prompt (no tokens)")
+        if any(not isinstance(t, int) or isinstance(t, bool) or t < 0 or t >= vocab for t in ids):
+            raise RequestError(f"{where}: prompt token ids must be integers in [0, {vocab})")
+        if len(ids) >= self.max_model_len:
+            raise RequestError(f"{where}: prompt has {len(ids)} tokens, the model's context is {self.max_model_len}")
+        return text, list(ids)
+
+    def _check_fits(self, request_id: str, ids: list[int], params: SamplingParams) -> None:
+        if params.n > self.scheduler.max_num_seqs:
+            # A family is never split, so n siblings must fit in one step's batch.
+            raise RequestError(f"request {request_id!r}: SamplingParams.n={params.n} exceeds "
+                               f"max_num_seqs={self.scheduler.max_num_seqs}")
+
+    def abort_request(self, request_id: str | Iterable[str]) -> None:
+        """Drop requests (unknown or finished ids are ignored). Every block of each is free on return,
+        and no output of it appears afterwards."""
+        ids = [request_id] if isinstance(request_id, str) else list(request_id)
+        with self._step_lock:
+            if self._stepping:   # called from a callback inside step(): applied when the step ends
+                self._deferred_aborts += ids
+                return
+            for rid in ids:
+                self._abort_now(rid)
+
+    def _abort_now(self, request_id: str) -> None:
+        with self._lock:
+            req = self._requests.pop(request_id, None)
+            if req is None:
+                return
+            if req in self._inbox:
+                self._inbox.remove(req)
+                return
+        self.runner.zero_blocks(self.scheduler.abort(req))
+
+    # --- the step ---------------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one step of every unfinished request; return the outputs of those that changed."""
+        return [request_output(r, self.tokenizer) for r in self.step_requests()]
+
+    def step_requests(self) -> list[Request]:
+        """``step`` without building outputs: the changed requests themselves (for loops that
+        read the results only at the end)."""
+        with self._step_lock:
+            t0 = time.perf_counter()
+            self._stepping = True
+            try:
+                changed = self._step()
+            finally:
+                self._stepping = False
+                aborted, self._deferred_aborts = self._deferred_aborts, []
+                for rid in aborted:
+                    self._abort_now(rid)
+                self.stats.wall_s += time.perf_counter() - t0
+            if aborted:
+                changed = [r for r in changed if r.request_id not in aborted]
+            return changed
+
+    def _step(self) -> list[Request]:
+        self._admit_inbox()
+        if not self.scheduler.has_work():
+            return []
+        batch = self.scheduler.schedule()
+        changed: dict[int, Request] = {id(r): r for r in batch.failed}
+        stats = self.stats
+        stats.prefill_tokens += batch.num_tokens - batch.num_decode
+        stats.decode_steps += 1 if batch.num_decode else 0
+        stats.cow_copies += len(batch.copies)
+        stats.preemptions += batch.preempted
+        if batch.items:
+            out = self.runner.run(batch)
+            self._note_blocks()
+            for seq, chunk in out.scores:
+                self._score(seq, chunk, changed)
+            seqs, logits = self._expand_pending_forks(out.seqs, out.logits)
+            logits, seqs = self._drop_bad_rows(logits, seqs, changed)
+            if seqs:
+                self._decide(seqs, logits, changed)
+            self._note_blocks()
+        elif not batch.failed:
+            raise RuntimeError("scheduler produced an empty step with work pending")  # a bug, not user error
+        finished = [r for r in self.scheduler.running if r.is_finished]
+        for req in finished:
+            self.scheduler.remove(req)
+        with self._lock:
+            for req in finished + batch.failed:
+                self._requests.pop(req.request_id, None)
+        return list(changed.values())
+
+    def _admit_inbox(self) -> None:
+        with self._lock:
+            arrived, self._inbox = self._inbox, []
+        for req in arrived:
+            req.arrival = next(self._arrivals)
+            self.scheduler.add(req)
+            self.stats.prompt_tokens += len(req.prompt_token_ids)
+
+    def _score(self, seq: Sequence, chunk: torch.Tensor, changed: dict) -> None:
+        """A scoring request keeps every position's logits; it ends when the prompt is in."""
+        req = seq.request
+        req.prompt_logits.append(chunk)
+        if not bool(torch.isfinite(chunk).all()):
+            seq.dirty_kv = True
+        if seq.num_computed == len(seq.token_ids):
+            self.runner.zero_blocks(self.scheduler.finish(seq, "stop"))
+            changed[id(req)] = req
+
+    def _decide(self, seqs: list[Sequence], logits: torch.Tensor, changed: dict) -> None:
+        """Each controller decides for its rows (one call per controller); then apply, in row order."""
+        groups: dict[int, list[int]] = {}
+        for i, seq in enumerate(seqs):
+            groups.setdefault(id(seq.request.controller), []).append(i)
+        decisions: list[int | Decision | None] = [None] * len(seqs)
+        for rows in groups.values():
+            ctl = seqs[rows[0]].request.controller
+            if len(rows) == len(seqs):
+                decisions = list(ctl.decide(seqs, logits))
+            else:
+                picked = ctl.decide([seqs[i] for i in rows], logits[torch.tensor(rows, device=logits.device)])
+                for i, d in zip(rows, picked):
+                    decisions[i] = d
+        children: list[Sequence] = []
+        for seq, d in zip(seqs, decisions):
+            changed[id(seq.request)] = seq.request
+            if isinstance(d, Decision):
+                if d.token is None:
+                    self._finish(seq, d.finish_reason or "stop")
+                    continue
+                if d.fork_token is not None:
+                    child = self.scheduler.fork(seq, int(d.fork_token))
+                    seq.request.controller.on_fork(seq, child, d.note)
+                    children.append(child)
+                token = d.token
+            else:
+                token = d
+            seq.token_ids.append(int(token))
+            self._after_token(seq)
+        for child in children:
+            self._after_token(child)
+
+    def _expand_pending_forks(self, seqs: list[Sequence], logits: torch.Tensor) -> tuple[list[Sequence], torch.Tensor]:
+        """n > 1: the prompt was prefilled once; fork n-1 siblings that sample from the same logits."""
+        if not any(s.request.pending_forks for s in seqs):
+            return seqs, logits
+        rows, out = [], []
+        for i, seq in enumerate(seqs):
+            rows.append(i)
+            out.append(seq)
+            req = seq.request
+            while req.pending_forks and seq.num_generated == 0:
+                req.pending_forks -= 1
+                out.append(self.scheduler.fork(seq, None))
+                rows.append(i)
+        return out, logits[torch.tensor(rows, device=logits.device)]
+
+    def _drop_bad_rows(self, logits: torch.Tensor, seqs: list[Sequence], changed: dict
+                       ) -> tuple[torch.Tensor, list[Sequence]]:
+        """A NaN or +inf in a row (or no finite value at all) stops that sequence with finish_reason
+        'error'; the others go on.
+
+        The blocks such a sequence gives back to the pool are zeroed, so that its non-finite
+        keys/values cannot reach the next owner of a block (masked padding multiplies a value by a
+        probability of 0, and 0 * NaN is NaN).
+        """
+        # One reduction: a row's max is NaN if any entry is, +inf if any is, -inf if all are.
+        bad = ~torch.isfinite(logits.amax(dim=-1))
+        if not bool(bad.any()):
+            return logits, seqs
+        keep = []
+        for i, seq in enumerate(seqs):
+            if bool(bad[i]):
+                seq.error = "non-finite logits (NaN or inf) at position %d" % len(seq.token_ids)
+                seq.dirty_kv = True
+                self._finish(seq, "error")
+                changed[id(seq.request)] = seq.request
+            else:
+                keep.append(i)
+        return logits[torch.tensor(keep, dtype=torch.long, device=logits.device)], [seqs[i] for i in keep]
+
+    def _after_token(self, seq: Sequence) -> None:
+        """Account the new token, stream it, and finish the sequence if it is done."""
+        self.stats.generated_tokens += 1
+        token = seq.token_ids[-1]
+        params = seq.request.params
+        if self.on_token is not None:
+            self.on_token(seq, token)
+        if not params.ignore_eos and token in self.tokenizer.eos_token_ids:
+            self._finish(seq, "stop")
+        elif params.stop_token_ids and token in params.stop_token_ids:
+            self._finish(seq, "stop")
+        elif params.stop and self._hit_stop_string(seq):
+            self._finish(seq, "stop")
+        elif seq.num_generated >= params.max_tokens or len(seq.token_ids) >= self.max_model_len:
+            self._finish(seq, "length")
+
+    def _hit_stop_string(self, seq: Sequence) -> bool:
+        text = self.tokenizer.decode(seq.generated_ids)
+        hits = [text.find(s) for s in seq.request.params.stop if s in text]
+        if hits:
+            seq.stop_text = text[:min(hits)]   # the output excludes the stop string
+        return bool(hits)
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        self.runner.zero_blocks(self.scheduler.finish(seq, reason))
+
+    def _note_blocks(self) -> None:
+        used = self.block_manager.num_used
+        if used > self.stats.kv_blocks_peak:
+            self.stats.note_blocks(used, sum(len(s.block_table) for r in self.scheduler.running for s in r.live_seqs))
+
+    # --- the one offline loop ----------------------------------------------------------------------
+
+    def run_until_finished(self, request_ids: list[str],
+                           on_step: Callable[[RunStats], None] | None = None) -> list[RequestOutput]:
+        """Step until every request in ``request_ids`` has finished; their final outputs, in order.
+
+        Any exception (KeyboardInterrupt included) aborts those requests, so every block they held
+        is back in the pool and the engine stays usable. A request that failed as a whole (it cannot
+        fit in the pool) raises its RequestError after the others were aborted.
+        """
+        mine = set(request_ids)
+        final: dict[str, Request] = {}
+        try:
+            while len(final) < len(mine):
+                for req in self.step_requests():
+                    if req.request_id in mine and req.is_finished:
+                        if req.error is not None:
+                            raise RequestError(req.error)
+                        final[req.request_id] = req
+                if on_step is not None:
+                    on_step(self.stats)
+                if len(final) < len(mine) and not self.scheduler.has_work() and not self._inbox:
+                    missing = sorted(mine - set(final))
+                    raise RequestError(f"requests {missing[:5]} were aborted before they finished")
+        except BaseException:
+            self.abort_request([r for r in request_ids if r not in final])
+            raise
+        return [request_output(final[r], self.tokenizer) for r in request_ids]
+
+
+class ScoreParams:
+    """Parameters of a scoring request: compute the logits of every prompt position, generate nothing.
+
+    The final ``RequestOutput.prompt_logits`` is float32 ``[len(prompt), vocab]``; row i predicts
+    token i + 1. (``LLM.logits`` is one such request.)
+    """
