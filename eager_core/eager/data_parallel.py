@@ -11,7 +11,7 @@ floating-point differences between batch shapes, which greedy and tiny models do
 Errors: every collective here but the last is one object all-gather of (rank, error, payload). A rank
 whose local work raises sends its error in the collective its peers are already waiting in (all
 ranks are always at the same collective), then re-raises; the peers raise DistributedError naming
-it. A rank that dies or hangs is caught by the process group timeout (context.py).
+it. A rank that dies or hangs is caught by the process group timeout (model/process_group.py).
 """
 
 from __future__ import annotations

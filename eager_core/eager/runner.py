@@ -10,7 +10,7 @@ branches share every decode step. Reallocation runs are fresh EAGer-init runs fr
 capped at the sequences the prompt was allotted; retries (up to ``max_retries``) lower theta by 20%
 each for prompts that had not saturated, and stop when the allotment is used.
 
-With a ``shard`` (data parallelism, eager_core/distributed/data_parallel.py) this process runs only
+With a ``shard`` (data parallelism, eager_core/eager/data_parallel.py) this process runs only
 the prompts it owns, but every decision above is taken over the whole prompt set: after each round
 the per-prompt facts (sequence count, solved, remaining allotment) and the generated-token count
 are exchanged, so every process computes the same allocation. Seeds depend on the prompt's index

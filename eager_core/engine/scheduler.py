@@ -197,7 +197,7 @@ class Scheduler:
             family = len(live) + req.pending_forks
             # Beside other families, ask for one spare block per sequence so that the family's
             # next tokens do not preempt it straight away. Alone, it only needs to fit (a family
-            # that grew past max_num_seqs through policy forks must still be able to come back).
+            # that grew past max_num_seqs through controller forks must still be able to come back).
             alone = not self.running
             if n <= 0 or need + (0 if alone else family) > free or (
                     not alone and seqs + family > self.max_num_seqs):

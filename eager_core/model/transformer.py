@@ -38,7 +38,7 @@ class LayerWeights:
 
 
 class RowParallel(Protocol):
-    """The collectives a tensor-parallel shard needs (eager_core/distributed/tensor_parallel.py)."""
+    """The collectives a tensor-parallel shard needs (eager_core/model/tensor_parallel.py)."""
 
     def reduce(self, partial: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Sum partial outputs of a row-parallel layer over the ranks, then add the bias once."""
@@ -55,7 +55,7 @@ class Transformer:
     every other prompt token.
 
     With ``tp`` (tensor parallel), ``cfg`` and ``weights`` are this rank's shard: its heads and MLP
-    rows (see distributed/tensor_parallel.py); o_proj and down_proj yield partial sums that ``tp``
+    rows (see model/tensor_parallel.py); o_proj and down_proj yield partial sums that ``tp``
     all-reduces, and their biases are added once, after the sum.
     """
 
