@@ -22,6 +22,7 @@ HUGE = {torch.float32: 1e30, torch.bfloat16: 1e30, torch.float16: 2e4}  # fp16 t
 
 def need_backend(name: str) -> None:
     """Skip (or, under EAGER_CORE_REQUIRE_EXT=1, fail) when the compiled extension is absent."""
+    __tracebackhide__ = True                             # report the skip at the calling test
     if name == "cpp" and load_extension() is None:
         if REQUIRE_EXT:
             pytest.fail("EAGER_CORE_REQUIRE_EXT=1 but eager_core._C is not importable")

@@ -12,10 +12,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from kernel_support import need_op
 
 from eager_core import LLM, SamplingParams
-from eager_core.ops.paged_attention import _kernel_available
 
 SCRIPT = textwrap.dedent(
     """
@@ -27,8 +26,10 @@ SCRIPT = textwrap.dedent(
     from eager_core import LLM, SamplingParams
     from eager_core.ops import linear
     from eager_core.ops.linear import use_small_linear
+    from eager_core.ops._extension import load_extension
     from eager_core.ops.paged_attention import paged_decode_attention
 
+    assert load_extension() is not None   # registers torch.ops.eager_core.*
     assert torch.ops.eager_core.paged_attention_isa() == "baseline"
     assert not torch.ops.eager_core.small_linear_supported()
     assert not torch.ops.eager_core.small_linear_supported_bf16()
@@ -51,8 +52,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not _kernel_available(), reason="compiled extension missing")
 def test_baseline_isa_decode(tiny_ckpt):
+    # Runs on every CPU (the cap only lowers the instruction set); needs the build, which
+    # EAGER_CORE_REQUIRE_EXT=1 turns from a skip into a failure.
+    need_op("paged_decode_attention")
+    need_op("small_linear")
     prompts = [[(i * 7 + j) % 250 for j in range(n)] for i, n in enumerate([3, 17, 40])]
     env = dict(os.environ, EAGER_CORE_CPU_ISA="baseline")
     env.pop("EAGER_CORE_DISABLE_EXT", None)

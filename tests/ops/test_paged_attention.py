@@ -1,15 +1,23 @@
-"""The paged decode-attention kernel against gather + SDPA (the PyTorch path it replaces)."""
+"""The paged decode-attention kernel against gather + SDPA (the PyTorch path it replaces).
+
+The kernel has AVX-512 and baseline loops, so it runs on every CPU: these tests never skip for an
+instruction set. Under EAGER_CORE_CPU_ISA=avx2 or baseline they check the baseline loops.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from entropy_gate_cases import REQUIRE_EXT
+from kernel_support import isa_cap, need_op
 
-from eager_core.ops.paged_attention import _kernel_available, paged_decode_attention, use_paged_kernel
+from eager_core.ops.paged_attention import paged_decode_attention, use_paged_kernel
 
-needs_kernel = pytest.mark.skipif(not _kernel_available() and not REQUIRE_EXT, reason="compiled extension missing")
+
+@pytest.fixture
+def kernel():
+    """Skip (or, under EAGER_CORE_REQUIRE_EXT=1, fail) when the build lacks the kernel."""
+    need_op("paged_decode_attention")
 
 
 def reference(q, k_cache, v_cache, tables, lens, bs, scale):
@@ -24,7 +32,7 @@ def reference(q, k_cache, v_cache, tables, lens, bs, scale):
     return torch.stack(out)
 
 
-@needs_kernel
+@pytest.mark.usefixtures("kernel")
 @pytest.mark.parametrize("heads,kv_heads,head_dim", [(4, 4, 16), (9, 3, 64), (8, 1, 24), (6, 2, 130)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bs", [1, 4, 16])
@@ -44,7 +52,7 @@ def test_matches_gather_reference(heads, kv_heads, head_dim, dtype, bs):
     torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
 
 
-@needs_kernel
+@pytest.mark.usefixtures("kernel")
 def test_strided_query_and_huge_scores():
     qkv = torch.randn(3, 5 * 8) * 50                        # large logits: softmax must subtract the max
     q = qkv.view(3, 5, 8)[:, :4]                            # a non-contiguous slice, like q of a fused qkv
@@ -55,7 +63,7 @@ def test_strided_query_and_huge_scores():
     torch.testing.assert_close(out.double(), reference(q, k_cache, v_cache, tables, lens, 4, 1.0), rtol=1e-5, atol=1e-5)
 
 
-@needs_kernel
+@pytest.mark.usefixtures("kernel")
 def test_rejects_out_of_range_inputs():
     k = torch.randn(16, 2, 8)
     q = torch.randn(1, 4, 8)
@@ -67,6 +75,16 @@ def test_rejects_out_of_range_inputs():
         paged_decode_attention(torch.randn(1, 3, 8), k, k, torch.tensor([[0]]), torch.tensor([1]), 4, 1.0)
     with pytest.raises(RuntimeError, match="float32 or bfloat16"):
         paged_decode_attention(q.half(), k.half(), k.half(), torch.tensor([[0]]), torch.tensor([1]), 4, 1.0)
+
+
+@pytest.mark.usefixtures("kernel")
+def test_instruction_set_follows_the_cap():
+    """EAGER_CORE_CPU_ISA below avx512 must reach the kernel, so the capped runs test the baseline loops."""
+    isa = torch.ops.eager_core.paged_attention_isa()
+    if isa_cap() is not None:
+        assert isa == "baseline", f"EAGER_CORE_CPU_ISA={isa_cap()} but the kernel runs its {isa} loops"
+    else:
+        assert isa in ("avx512", "baseline")
 
 
 def test_kernel_only_on_cpu_for_supported_dtypes(monkeypatch):
