@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from eager_core.engine.engine_args import DTYPES, EngineArgs  # noqa: F401  (DTYPES: the accepted names)
-from eager_core.engine.llm_engine import LLMEngine, ScoreParams
+from eager_core.engine.intake import ScoreParams
+from eager_core.engine.llm_engine import LLMEngine
 from eager_core.engine.outputs import RequestOutput
 from eager_core.engine.sequence import Sequence
 from eager_core.engine.stats import RunStats

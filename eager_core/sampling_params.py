@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from eager_core.errors import RequestError
 
+MAX_LOGPROBS = 20   # vLLM's default cap: the top-k of the entropy gate covers it without a second pass
+
 
 @dataclass
 class SamplingParams:
@@ -16,6 +18,8 @@ class SamplingParams:
     tokens whose probability reaches top_p (the token that crosses it is kept). min_p drops tokens
     whose probability is below min_p times the most likely one's. ``n`` samples share one prefill.
     ``seed`` fixes the request's random streams; None draws one from the engine's seed.
+    ``logprobs`` (vLLM's meaning): for each generated token, the log-probabilities of the top
+    ``logprobs`` tokens plus the chosen one, over the whole vocabulary and before temperature.
     """
 
     temperature: float = 1.0
@@ -28,6 +32,7 @@ class SamplingParams:
     stop: list[str] | str | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         def bad(field: str, expected: str) -> RequestError:
@@ -53,6 +58,8 @@ class SamplingParams:
             raise bad("stop", "a list of non-empty strings")
         if self.stop_token_ids is not None and not all(_is_int(t) and t >= 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "a list of token ids >= 0")
+        if self.logprobs is not None and (not _is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS):
+            raise bad("logprobs", f"an integer in [0, {MAX_LOGPROBS}] or None")
 
 
 def _is_number(x: object) -> bool:

@@ -34,13 +34,14 @@ import torch
 
 from eager_core.cache.block_manager import BlockManager
 from eager_core.errors import RequestError
-from eager_core.engine.controller import SAMPLING, Decision, StepController
+from eager_core.engine.controller import Decision, StepController
 from eager_core.engine.engine_args import EngineArgs
+from eager_core.engine.intake import encode_prompt, plan_request, stop_reason
 from eager_core.engine.loader import EngineParts, load_engine_parts
+from eager_core.engine.logprobs import StepLogprobs
 from eager_core.engine.outputs import RequestOutput, request_output
 from eager_core.engine.sequence import Request, Sequence
 from eager_core.engine.stats import RunStats
-from eager_core.sampling_params import SamplingParams
 
 TokenCallback = Callable[[Sequence, int], None]
 
@@ -98,17 +99,7 @@ class LLMEngine:
     def idle_problems(self) -> list[str]:
         """What is wrong with an engine that should be idle (no request left): leaked blocks,
         reference counts, queued work. Empty when clean."""
-        bm, sched = self.block_manager, self.scheduler
-        problems = []
-        if bm.num_free != bm.num_blocks:
-            problems.append(f"{bm.num_blocks - bm.num_free} of {bm.num_blocks} KV blocks not back in the pool")
-        counted = [b for b, c in enumerate(bm.ref_count) if c != 0]
-        if counted:
-            problems.append(f"blocks with a non-zero reference count: {counted[:10]}")
-        if len(set(bm.free_list)) != len(bm.free_list):
-            problems.append("a block is in the free list twice")
-        if sched.waiting or sched.running:
-            problems.append(f"scheduler still holds {len(sched.waiting)} waiting and {len(sched.running)} running requests")
+        problems = self.scheduler.idle_problems()
         if self._requests or self._inbox or self._deferred_aborts:
             problems.append(f"engine still holds {len(self._requests)} requests ({len(self._inbox)} not admitted)")
         return problems
@@ -126,55 +117,20 @@ class LLMEngine:
         """
         if not isinstance(request_id, str) or not request_id:
             raise RequestError(f"request_id={request_id!r}: expected a non-empty string")
-        text, ids = self._encode(request_id, prompt)
-        score_only = False
-        if isinstance(params, SamplingParams):
-            sampling, ctl = params, controller or SAMPLING
-        elif isinstance(params, ScoreParams):
-            sampling, ctl, score_only = SamplingParams(max_tokens=1), SAMPLING, True
-        elif hasattr(params, "request_plan"):   # EagerParams and any params that bring their own controller
-            sampling, plan_ctl, plan_state = params.request_plan(self.tokenizer)
-            ctl, controller_state = controller or plan_ctl, plan_state if controller_state is None else controller_state
-        else:
-            raise RequestError(f"params is a {type(params).__name__}, expected SamplingParams or EagerParams")
-        self._check_fits(request_id, ids, sampling)
+        text, ids = encode_prompt(self.tokenizer, self.config.vocab_size, self.max_model_len, request_id, prompt)
+        plan = plan_request(params, self.tokenizer, controller, controller_state)
+        sampling, ctl, controller_state = plan.sampling, plan.controller, plan.controller_state
+        if sampling.n > self.scheduler.max_num_seqs:
+            # A family is never split, so n siblings must fit in one step's batch.
+            raise RequestError(f"request {request_id!r}: SamplingParams.n={sampling.n} exceeds "
+                               f"max_num_seqs={self.scheduler.max_num_seqs}")
         with self._lock:
             if request_id in self._requests:
                 raise RequestError(f"request_id={request_id!r} is already in use by an unfinished request")
             seed = sampling.seed if sampling.seed is not None else self._seed_stream.getrandbits(63)
-            req = Request(request_id, text, ids, sampling, seed, ctl, controller_state, score_only=score_only)
+            req = Request(request_id, text, ids, sampling, seed, ctl, controller_state, score_only=plan.score_only)
             self._requests[request_id] = req
             self._inbox.append(req)
-
-    def _encode(self, request_id: str, prompt: Any) -> tuple[str | None, list[int]]:
-        where = f"request {request_id!r}"
-        text = None
-        if isinstance(prompt, dict):
-            text, ids = prompt.get("prompt"), prompt.get("prompt_token_ids")
-            if ids is None:
-                raise RequestError(f"{where}: a dict prompt needs 'prompt_token_ids'")
-        elif isinstance(prompt, str):
-            if not prompt:
-                raise RequestError(f"{where}: empty prompt")
-            text, ids = prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
-        else:
-            ids = prompt
-        if not isinstance(ids, (list, tuple)):
-            raise RequestError(f"{where}: prompt is a {type(prompt).__name__}, expected a string or a list of token ids")
-        vocab = self.config.vocab_size
-        if not ids:
-            raise RequestError(f"{where}: empty prompt (no tokens)")
-        if any(not isinstance(t, int) or isinstance(t, bool) or t < 0 or t >= vocab for t in ids):
-            raise RequestError(f"{where}: prompt token ids must be integers in [0, {vocab})")
-        if len(ids) >= self.max_model_len:
-            raise RequestError(f"{where}: prompt has {len(ids)} tokens, the model's context is {self.max_model_len}")
-        return text, list(ids)
-
-    def _check_fits(self, request_id: str, ids: list[int], params: SamplingParams) -> None:
-        if params.n > self.scheduler.max_num_seqs:
-            # A family is never split, so n siblings must fit in one step's batch.
-            raise RequestError(f"request {request_id!r}: SamplingParams.n={params.n} exceeds "
-                               f"max_num_seqs={self.scheduler.max_num_seqs}")
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
         """Drop requests (unknown or finished ids are ignored). Every block of each is free on return,
@@ -284,8 +240,9 @@ class LLMEngine:
                 picked = ctl.decide([seqs[i] for i in rows], logits[torch.tensor(rows, device=logits.device)])
                 for i, d in zip(rows, picked):
                     decisions[i] = d
+        logprobs = StepLogprobs(seqs, logits, self.tokenizer)
         children: list[Sequence] = []
-        for seq, d in zip(seqs, decisions):
+        for row, (seq, d) in enumerate(zip(seqs, decisions)):
             changed[id(seq.request)] = seq.request
             if isinstance(d, Decision):
                 if d.token is None:
@@ -293,12 +250,14 @@ class LLMEngine:
                     continue
                 if d.fork_token is not None:
                     child = self.scheduler.fork(seq, int(d.fork_token))
+                    logprobs.record(child, row, int(d.fork_token))
                     seq.request.controller.on_fork(seq, child, d.note)
                     children.append(child)
-                token = d.token
+                token = int(d.token)
             else:
-                token = d
-            seq.token_ids.append(int(token))
+                token = int(d)
+            logprobs.record(seq, row, token)
+            seq.token_ids.append(token)
             self._after_token(seq)
         for child in children:
             self._after_token(child)
@@ -345,25 +304,11 @@ class LLMEngine:
     def _after_token(self, seq: Sequence) -> None:
         """Account the new token, stream it, and finish the sequence if it is done."""
         self.stats.generated_tokens += 1
-        token = seq.token_ids[-1]
-        params = seq.request.params
         if self.on_token is not None:
-            self.on_token(seq, token)
-        if not params.ignore_eos and token in self.tokenizer.eos_token_ids:
-            self._finish(seq, "stop")
-        elif params.stop_token_ids and token in params.stop_token_ids:
-            self._finish(seq, "stop")
-        elif params.stop and self._hit_stop_string(seq):
-            self._finish(seq, "stop")
-        elif seq.num_generated >= params.max_tokens or len(seq.token_ids) >= self.max_model_len:
-            self._finish(seq, "length")
-
-    def _hit_stop_string(self, seq: Sequence) -> bool:
-        text = self.tokenizer.decode(seq.generated_ids)
-        hits = [text.find(s) for s in seq.request.params.stop if s in text]
-        if hits:
-            seq.stop_text = text[:min(hits)]   # the output excludes the stop string
-        return bool(hits)
+            self.on_token(seq, seq.token_ids[-1])
+        reason = stop_reason(seq, self.tokenizer, self.max_model_len)
+        if reason is not None:
+            self._finish(seq, reason)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         self.runner.zero_blocks(self.scheduler.finish(seq, reason))
@@ -401,11 +346,3 @@ class LLMEngine:
             self.abort_request([r for r in request_ids if r not in final])
             raise
         return [request_output(final[r], self.tokenizer) for r in request_ids]
-
-
-class ScoreParams:
-    """Parameters of a scoring request: compute the logits of every prompt position, generate nothing.
-
-    The final ``RequestOutput.prompt_logits`` is float32 ``[len(prompt), vocab]``; row i predicts
-    token i + 1. (``LLM.logits`` is one such request.)
-    """

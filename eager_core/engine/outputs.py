@@ -17,6 +17,14 @@ from eager_core.io.tokenizer import Tokenizer
 
 
 @dataclass
+class Logprob:
+    """One token's log-probability (untempered, over the whole vocabulary), as vLLM reports it."""
+    logprob: float
+    rank: int                        # 1 = the most likely token
+    decoded_token: str | None = None
+
+
+@dataclass
 class CompletionOutput:
     index: int
     text: str
@@ -26,6 +34,8 @@ class CompletionOutput:
     parent: int | None = None             # index of the output this one branched from (None: a root)
     branch_step: int | None = None        # generated tokens shared with the parent
     branch_entropy: float | None = None   # the entropy that created the branch
+    logprobs: list[dict[int, Logprob]] | None = None   # per generated token (SamplingParams.logprobs)
+    cumulative_logprob: float | None = None            # sum of the chosen tokens' log-probabilities
 
     @property
     def finished(self) -> bool:
@@ -56,7 +66,12 @@ def request_output(req: Request, tokenizer: Tokenizer) -> RequestOutput:
         parent = index.get(seq.parent.seq_id) if seq.parent is not None else None
         out.outputs.append(CompletionOutput(i, sequence_text(seq, tokenizer), list(seq.generated_ids),
                                             seq.finish_reason, seq.error, parent, seq.branch_step,
-                                            seq.branch_entropy))
+                                            seq.branch_entropy, _copy(seq.logprobs),
+                                            None if seq.logprobs is None else seq.cumulative_logprob))
     if req.score_only and out.finished and req.prompt_logits:
         out.prompt_logits = torch.cat(req.prompt_logits)
     return out
+
+
+def _copy(logprobs: list | None) -> list | None:
+    return None if logprobs is None else list(logprobs)

@@ -78,6 +78,8 @@ class Scheduler:
         child.block_table = self.bm.fork(seq.block_table)
         child.num_computed = seq.num_computed
         child.status = SeqStatus.RUNNING
+        if seq.logprobs is not None:   # the shared prefix's records; each then appends its own
+            child.logprobs, child.cumulative_logprob = list(seq.logprobs), seq.cumulative_logprob
         if token is not None:
             child.token_ids.append(token)
         return child
@@ -114,6 +116,20 @@ class Scheduler:
         elif req in self.waiting:
             self.waiting.remove(req)
         return dying
+
+    def idle_problems(self) -> list[str]:
+        """With no request left: every block free with count 0, nothing queued or running."""
+        bm, problems = self.bm, []
+        if bm.num_free != bm.num_blocks:
+            problems.append(f"{bm.num_blocks - bm.num_free} of {bm.num_blocks} KV blocks not back in the pool")
+        counted = [b for b, c in enumerate(bm.ref_count) if c != 0]
+        if counted:
+            problems.append(f"blocks with a non-zero reference count: {counted[:10]}")
+        if len(set(bm.free_list)) != len(bm.free_list):
+            problems.append("a block is in the free list twice")
+        if self.waiting or self.running:
+            problems.append(f"scheduler still holds {len(self.waiting)} waiting and {len(self.running)} running requests")
+        return problems
 
     # --- the plan of one step -----------------------------------------------------------------
 

@@ -59,6 +59,9 @@ class Sequence:
         self.branch_entropy: float | None = None  # the entropy that created this branch
         self.stop_text: str | None = None         # the output text cut before the stop string that ended it
         self.dirty_kv = False                     # wrote non-finite K/V: its blocks are zeroed when freed
+        # Per generated token {token id: Logprob} when the request asks for logprobs (else None).
+        self.logprobs: list[dict] | None = [] if request.params.logprobs is not None else None
+        self.cumulative_logprob = 0.0
 
     @property
     def num_prompt_tokens(self) -> int:
