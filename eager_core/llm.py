@@ -36,9 +36,9 @@ class LLM:
     def __init__(self, ckpt: str | None = None, dtype: str = "float32", device: str = "cpu", block_size: int = 16,
                  num_kv_blocks: int | None = None, seed: int = 0, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
-                 tensor_parallel_size: int = 1, enforce_eager: bool = False):
+                 tensor_parallel_size: int = 1, enforce_eager: bool = False, enable_prefix_caching: bool = True):
         args = EngineArgs(ckpt, dtype, device, block_size, num_kv_blocks, seed, max_num_seqs, max_num_batched_tokens,
-                          max_model_len, tensor_parallel_size, enforce_eager)
+                          max_model_len, tensor_parallel_size, enforce_eager, enable_prefix_caching)
         self.llm_engine = LLMEngine.from_engine_args(args)
         self._call_ids = itertools.count()
         self._lock = threading.RLock()

@@ -25,6 +25,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
 
+def add_prefix_cache_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
+                        help="compute every prompt in full (default: shared prompt prefixes are computed once "
+                             "and reused across requests; outputs are the same either way)")
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call ``main``; turn project errors into one line on stderr and exit code 2."""
     from eager_core.errors import EagerError

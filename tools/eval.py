@@ -19,7 +19,7 @@ import os
 import sys
 
 import cli_common  # noqa: F401  (sets up the import path)
-from cli_common import add_model_flags, run_main
+from cli_common import add_model_flags, add_prefix_cache_flag, run_main
 
 
 def _floats(text: str) -> list[float]:
@@ -43,6 +43,7 @@ def _names(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
+    add_prefix_cache_flag(p)
     p.add_argument("--dataset", required=True,
                    help="reasoning-gym task spec (e.g. 'products:min_digits=1,max_digits=1') or a JSONL path")
     p.add_argument("--limit", type=int, default=None, help="number of problems (task size / first N lines)")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun, a bare "cuda" means this process's GPU (cuda:$LOCAL_RANK), not everyone's cuda:0.
     device = str(rank_device(args.device)) if "LOCAL_RANK" in os.environ and args.device == "cuda" else args.device
     llm = LLM(args.ckpt, dtype=args.dtype, device=device, num_kv_blocks=args.num_kv_blocks, seed=args.seed,
-              tensor_parallel_size=args.tensor_parallel_size)
+              tensor_parallel_size=args.tensor_parallel_size, enable_prefix_caching=args.enable_prefix_caching)
     try:   # under torchrun: run_eval on rank 0 only; the other ranks serve its llm.eager calls
         results = run_data_parallel(llm, lambda llm: run_eval(llm, config, args.out, progress=not args.no_progress,
                                                               log=log, dataset=dataset))

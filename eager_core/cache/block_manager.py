@@ -15,35 +15,65 @@ Invariants (asserted on every transition, checked by tests/cache/test_block_mana
 Why I3 is enough: positions are append-only, so a shared block can only be written by appending
 into its unfilled tail (the last block of a forked table) or by re-writing positions a branch
 replaces after a truncated fork. Both go through ``prepare_write``.
+
+Prefix cache (``enable_caching``): a *full* block can be registered under the hash of its
+contents, chained through every block before it (``prefix_hash``), so the same hash means the same
+tokens at the same positions after the same prefix. When its count drops to 0 a registered block is
+not wiped: it waits in an LRU of cached blocks, still counted as free, until a new request with the
+same prefix takes it back (``acquire_cached``) or the pool needs a block and evicts the least
+recently used one. The life cycle of a block:
+
+    free -> owned (count 1) -> shared (count > 1, forks) -> cached (count 0, registered) -> evicted (free)
+                                                          (or: owned again by a request with the same prefix)
+  I4  a registered block is never written: ``prepare_write`` unregisters a block it is about to
+      write in place (its content changes), and copies it when shared, as for any shared block.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+from array import array
+from collections import OrderedDict, deque
 
 
 class BlockManager:
     """Allocates fixed-size KV blocks to block tables (plain ``list[int]`` owned by sequences)."""
 
-    def __init__(self, num_blocks: int, block_size: int):
+    def __init__(self, num_blocks: int, block_size: int, enable_caching: bool = False):
         assert num_blocks > 0 and block_size > 0
         self.num_blocks, self.block_size = num_blocks, block_size
+        self.enable_caching = enable_caching
         self.ref_count = [0] * num_blocks
         self.free_list: deque[int] = deque(range(num_blocks))
+        self.cached: OrderedDict[int, None] = OrderedDict()   # count-0 registered blocks, LRU first
+        self.hash_of: dict[int, bytes] = {}    # registered block -> its prefix hash
+        self.tokens_of: dict[int, tuple] = {}  # registered block -> its own tokens (checked on every hit)
+        self.block_of: dict[bytes, int] = {}   # prefix hash -> registered block
         self.cow_copies = 0  # copies made since construction (statistics)
+        self.evictions = 0
 
     # --- counts ---------------------------------------------------------------------------
 
     @property
     def num_free(self) -> int:
-        return len(self.free_list)
+        """Blocks a write can take: never used, or cached and evictable."""
+        return len(self.free_list) + len(self.cached)
 
     @property
     def num_used(self) -> int:
-        return self.num_blocks - len(self.free_list)
+        return self.num_blocks - self.num_free
+
+    @property
+    def num_cached(self) -> int:
+        return len(self.cached)
 
     def _take(self) -> int:
-        block = self.free_list.popleft()
+        if self.free_list:
+            block = self.free_list.popleft()
+        else:   # every free block holds a cached prefix: evict the least recently used one
+            block, _ = self.cached.popitem(last=False)
+            self._unregister(block)
+            self.evictions += 1
         assert self.ref_count[block] == 0, f"free block {block} has count {self.ref_count[block]}"
         self.ref_count[block] = 1
         return block
@@ -52,7 +82,58 @@ class BlockManager:
         assert self.ref_count[block] > 0, f"releasing block {block} whose count is already 0"
         self.ref_count[block] -= 1
         if self.ref_count[block] == 0:
-            self.free_list.append(block)
+            if block in self.hash_of:
+                self.cached[block] = None   # most recently used at the end
+            else:
+                self.free_list.append(block)
+
+    # --- the prefix cache -----------------------------------------------------------------
+
+    @staticmethod
+    def prefix_hash(previous: bytes | None, tokens: tuple) -> bytes:
+        """The hash of a full block: its tokens, chained to the hash of the block before it.
+
+        128-bit BLAKE2b rather than Python's 64-bit ``hash``: a false hit would silently give a
+        request another prompt's keys/values, so the odds must be negligible even over billions
+        of blocks (birthday bound ~2**-64 at 2**32 blocks), not merely small.
+        """
+        h = hashlib.blake2b(previous or b"", digest_size=16)
+        h.update(array("q", tokens).tobytes())
+        return h.digest()
+
+    def register(self, block: int, block_hash: bytes, tokens: tuple) -> None:
+        """Offer a full, computed, owned block to the cache (a no-op when caching is off, or when
+        another block already holds the same prefix: the first one stays)."""
+        if not self.enable_caching or block in self.hash_of or block_hash in self.block_of:
+            return
+        assert self.ref_count[block] > 0 and len(tokens) == self.block_size
+        self.hash_of[block], self.tokens_of[block], self.block_of[block_hash] = block_hash, tokens, block
+
+    def lookup(self, block_hash: bytes, tokens: tuple) -> int | None:
+        """The registered block holding this prefix, if any. The block's own tokens are compared,
+        so a false hit needs equal tokens *and* a 128-bit collision of the prefix hash."""
+        block = self.block_of.get(block_hash)
+        return block if block is not None and self.tokens_of[block] == tokens else None
+
+    def acquire_cached(self, block: int) -> None:
+        """Take one more reference to a registered block (from the cached LRU if nobody held it)."""
+        assert block in self.hash_of, f"block {block} is not registered"
+        if self.ref_count[block] == 0:
+            del self.cached[block]
+        self.ref_count[block] += 1
+
+    def uncache(self, blocks: list[int]) -> None:
+        """Withdraw blocks from the cache (their content is no longer trusted, e.g. non-finite)."""
+        for block in blocks:
+            if block in self.hash_of:
+                self._unregister(block)
+                if block in self.cached:
+                    del self.cached[block]
+                    self.free_list.append(block)
+
+    def _unregister(self, block: int) -> None:
+        del self.block_of[self.hash_of.pop(block)]
+        del self.tokens_of[block]
 
     # --- planning -------------------------------------------------------------------------
 
@@ -107,6 +188,8 @@ class BlockManager:
                 assert self.ref_count[src] >= 1
                 table[j] = dst
                 copies.append((src, dst))
+            elif table[j] in self.hash_of:  # I4: written in place, so it no longer holds that prefix
+                self._unregister(table[j])
         self.cow_copies += len(copies)
         slots = [table[p // bs] * bs + p % bs for p in range(start, end)]
         return slots, copies
@@ -139,7 +222,7 @@ class BlockManager:
         del table[keep:]
 
     def check(self, tables: list[list[int]]) -> None:
-        """Assert I1 and I2 against the given live tables (tests and debug runs)."""
+        """Assert I1, I2 and the cache's bookkeeping against the given live tables (tests, debug runs)."""
         counts = [0] * self.num_blocks
         for table in tables:
             for block in table:
@@ -147,4 +230,9 @@ class BlockManager:
         assert counts == self.ref_count, "reference counts differ from table references"
         free = set(self.free_list)
         assert len(free) == len(self.free_list), "a block is in the free list twice"
-        assert all((c == 0) == (b in free) for b, c in enumerate(counts)), "free list and counts disagree"
+        assert not free & set(self.cached), "a block is both free and cached"
+        assert all((c == 0) == (b in free or b in self.cached) for b, c in enumerate(counts)), \
+            "free list and counts disagree"
+        assert all(b in self.hash_of for b in self.cached), "an unregistered block is cached"
+        assert {self.block_of[h] for h in self.block_of} == set(self.hash_of), "hash maps disagree"
+        assert all(self.block_of[h] == b for b, h in self.hash_of.items()), "hash maps disagree"

@@ -32,6 +32,7 @@ class EngineArgs:
     max_model_len: int | None = None
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
+    enable_prefix_caching: bool = True   # vLLM's name and default: shared prompt prefixes are computed once
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -43,8 +44,9 @@ class EngineArgs:
         for name in ("max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
             if not _positive_int(getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected a positive integer")
-        if not isinstance(self.enforce_eager, bool):
-            raise ConfigError(f"enforce_eager={self.enforce_eager!r}: expected True or False")
+        for name in ("enforce_eager", "enable_prefix_caching"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected True or False")
         if self.max_model_len is not None and (not isinstance(self.max_model_len, int)
                                                or isinstance(self.max_model_len, bool) or self.max_model_len < 2):
             raise ConfigError(f"max_model_len={self.max_model_len!r}: expected an integer >= 2 or None")

@@ -188,8 +188,10 @@ class LLMEngine:
         stats.decode_steps += 1 if batch.num_decode else 0
         stats.cow_copies += len(batch.copies)
         stats.preemptions += batch.preempted
+        stats.prefix_cache_hit_tokens += batch.cached_tokens
         if batch.items:
             out = self.runner.run(batch)
+            self.scheduler.register_computed(batch)
             self._note_blocks()
             for seq, chunk in out.scores:
                 self._score(seq, chunk, changed)

@@ -56,7 +56,8 @@ def load_engine_parts(args: EngineArgs) -> EngineParts:
     if tp is not None:   # same pool size on every rank, or their schedulers would diverge
         num_kv_blocks = tp.agree_min(num_kv_blocks)
     kv_pool = KVPool(model_cfg, num_kv_blocks, args.block_size, dtype, device)
-    scheduler = Scheduler(BlockManager(num_kv_blocks, args.block_size), args.max_num_seqs, args.max_num_batched_tokens)
+    scheduler = Scheduler(BlockManager(num_kv_blocks, args.block_size, enable_caching=args.enable_prefix_caching),
+                          args.max_num_seqs, args.max_num_batched_tokens)
     # On a GPU, decode steps replay CUDA graphs unless enforce_eager (vLLM's name for the switch).
     graphs = None
     if device.type == "cuda" and not args.enforce_eager and tp is None:

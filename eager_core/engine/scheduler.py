@@ -41,6 +41,7 @@ class ScheduledBatch:
     copies: list[tuple[int, int]]     # copy-on-write (src, dst) blocks: copy before the forward pass
     preempted: int                    # families evicted while planning this step
     failed: list[Request]             # families dropped because they cannot fit (``request.error`` says why)
+    cached_tokens: int = 0            # positions that admission took from the prefix cache instead
 
 
 class Scheduler:
@@ -52,6 +53,7 @@ class Scheduler:
         self.preemptions = 0
         self.next_seq_id = 0
         self.failed: list[Request] = []
+        self.cached_tokens = 0
 
     def add(self, request: Request) -> None:
         """Queue a request (with its root sequence) at the back of the waiting queue."""
@@ -78,6 +80,7 @@ class Scheduler:
         child.block_table = self.bm.fork(seq.block_table)
         child.num_computed = seq.num_computed
         child.status = SeqStatus.RUNNING
+        child.block_hashes = list(seq.block_hashes)
         if seq.logprobs is not None:   # the shared prefix's records; each then appends its own
             child.logprobs, child.cumulative_logprob = list(seq.logprobs), seq.cumulative_logprob
         if token is not None:
@@ -95,7 +98,10 @@ class Scheduler:
         return self._release(seq)
 
     def _release(self, seq: Sequence) -> list[int]:
-        dying = [b for b in seq.block_table if self.bm.ref_count[b] == 1] if seq.dirty_kv else []
+        dying = []
+        if seq.dirty_kv:   # non-finite K/V: never offered to another request, zeroed when free
+            self.bm.uncache(seq.block_table)
+            dying = [b for b in seq.block_table if self.bm.ref_count[b] == 1]
         self.bm.free(seq.block_table)
         return dying
 
@@ -159,8 +165,47 @@ class Scheduler:
             copies += cow
             scheduled.append(ScheduledItem(seq, n, slots))
         failed, self.failed = self.failed, []
+        cached, self.cached_tokens = self.cached_tokens, 0
         return ScheduledBatch(scheduled, sum(1 for seq, n in items if _is_decode(seq, n)),
-                              sum(n for _, n in items), copies, self.preemptions - preempted, failed)
+                              sum(n for _, n in items), copies, self.preemptions - preempted, failed, cached)
+
+    # --- the prefix cache ---------------------------------------------------------------------
+
+    def _reuse_cached_prefix(self, seq: Sequence) -> None:
+        """A sequence starting from nothing takes the longest cached run of its full blocks.
+
+        At least its last token is always left to compute (its logits are what the step is for),
+        so only blocks that end before it can be reused. Scoring requests compute every position.
+        """
+        if not self.bm.enable_caching or seq.request.score_only or seq.block_table or seq.num_computed:
+            return
+        bs, tokens = self.bm.block_size, seq.token_ids
+        for j in range((len(tokens) - 1) // bs):
+            block_tokens = tuple(tokens[j * bs:(j + 1) * bs])
+            if j == len(seq.block_hashes):
+                seq.block_hashes.append(self.bm.prefix_hash(seq.block_hashes[-1] if j else None, block_tokens))
+            block = self.bm.lookup(seq.block_hashes[j], block_tokens)
+            if block is None:
+                break
+            self.bm.acquire_cached(block)
+            seq.block_table.append(block)
+        seq.num_computed = len(seq.block_table) * bs
+        self.cached_tokens += seq.num_computed
+
+    def register_computed(self, batch: ScheduledBatch) -> None:
+        """After the forward pass: offer every block that this step filled to the prefix cache."""
+        if not self.bm.enable_caching:
+            return
+        bs = self.bm.block_size
+        for item in batch.items:
+            seq = item.seq
+            start = seq.num_computed - item.n   # the runner has advanced num_computed already
+            for j in range(start // bs, seq.num_computed // bs):
+                while len(seq.block_hashes) <= j:
+                    k = len(seq.block_hashes)
+                    seq.block_hashes.append(self.bm.prefix_hash(seq.block_hashes[-1] if k else None,
+                                                                tuple(seq.token_ids[k * bs:(k + 1) * bs])))
+                self.bm.register(seq.block_table[j], seq.block_hashes[j], tuple(seq.token_ids[j * bs:(j + 1) * bs]))
 
     def _fail(self, req: Request, message: str) -> None:
         """A family that cannot fit in the whole pool on its own: drop it and report it, never wait for it."""
@@ -194,7 +239,9 @@ class Scheduler:
                 return False   # the shared prefix is not back in the cache yet
             seq.block_table = self.bm.fork(parent.block_table, seq.branch_position)
             seq.num_computed = seq.branch_position
-        seq.status = SeqStatus.RUNNING   # (no live parent: recompute from scratch)
+        seq.status = SeqStatus.RUNNING   # (no live parent: recompute from scratch, from the cache if it can)
+        if seq.parent is None or seq.parent.is_finished:
+            self._reuse_cached_prefix(seq)
         return True
 
     def _admit(self, tokens: int, seqs: int, blocks_planned: int) -> list[tuple[Sequence, int]]:
@@ -221,6 +268,8 @@ class Scheduler:
             self.waiting.popleft()
             self.running.append(req)
             root.status = SeqStatus.RUNNING
+            self._reuse_cached_prefix(root)
+            n = min(len(root.token_ids) - root.num_computed, self.max_num_batched_tokens - tokens)
             items.append((root, n))
             tokens, seqs, free = tokens + n, seqs + family, free - need
         return items

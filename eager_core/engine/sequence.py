@@ -62,6 +62,9 @@ class Sequence:
         # Per generated token {token id: Logprob} when the request asks for logprobs (else None).
         self.logprobs: list[dict] | None = [] if request.params.logprobs is not None else None
         self.cumulative_logprob = 0.0
+        # Prefix hashes of its first full blocks (prefix cache). Tokens are append-only, so a hash,
+        # once computed, stays true for this sequence and for every branch forked after it.
+        self.block_hashes: list[bytes] = []
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -26,10 +26,12 @@ class RunStats:
     kv_blocks_logical_peak: int = 0   # block-table entries at that moment (> peak when blocks are shared)
     cow_copies: int = 0               # blocks copied on write
     preemptions: int = 0              # families evicted and recomputed later
+    prefix_cache_hit_tokens: int = 0  # prompt (or recompute) tokens served from cached blocks, not computed
     wall_s: float = 0.0               # seconds spent in engine steps
     rounds: int | None = None         # EAGer runs (EAGer-init + reallocation rounds); None for plain calls
 
-    SUMMED = ("prompt_tokens", "generated_tokens", "decode_steps", "prefill_tokens", "cow_copies", "preemptions")
+    SUMMED = ("prompt_tokens", "generated_tokens", "decode_steps", "prefill_tokens", "cow_copies", "preemptions",
+              "prefix_cache_hit_tokens")
 
     def note_blocks(self, used: int, logical: int) -> None:
         """Record the pool's use after a step; the logical count is kept for the physical peak."""

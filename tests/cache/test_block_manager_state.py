@@ -11,7 +11,12 @@ one ``copy_blocks`` of all copy-on-write pairs, then the writes. After every rul
   * every table has exactly the blocks its length needs;
   * K/V read through every table equal that sequence's own model.
 During a step: ``blocks_for_writes`` predicts exactly what the pool loses, every written slot lies
-in a block whose count is 1, and blocks still shared after the step are byte-for-byte unchanged.
+in a block whose count is 1 and that is not registered in the prefix cache (I4), and blocks still
+shared after the step are byte-for-byte unchanged.
+
+The prefix cache takes part: full blocks are registered under the chained hash of their write ids,
+freed registered blocks wait as cached (and are evicted when the pool runs dry), and a new sequence
+can take a registered prefix back; it must then read exactly the write ids that were registered.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ class BlockManagerMachine(RuleBasedStateMachine):
     @initialize(block_size=st.sampled_from([2, 3, 4]))
     def setup(self, block_size: int) -> None:
         self.bs = block_size
-        self.bm = BlockManager(NUM_BLOCKS, block_size)
+        self.bm = BlockManager(NUM_BLOCKS, block_size, enable_caching=True)
+        self.registered: list[list[int]] = []   # value lists whose full blocks were offered to the cache
         self.pool = KVPool(CFG, NUM_BLOCKS, block_size, torch.float32, torch.device("cpu"))
         self.tables: dict[int, list[int]] = {}
         self.model: dict[int, list[int]] = {}   # seq -> write id expected at each position
@@ -110,10 +116,11 @@ class BlockManagerMachine(RuleBasedStateMachine):
             copies += cow
         assert free_before - self.bm.num_free == predicted, "blocks_for_writes is not exact"
         assert self.bm.cow_copies - cow_before == len(copies)
-        # I3: after prepare_write, everything about to be written is privately owned.
+        # I3: after prepare_write, everything about to be written is privately owned; I4: and not cached.
         for s, slots in slots_of.items():
             for slot in slots:
                 assert self.bm.ref_count[slot // self.bs] == 1, f"seq {s} writes shared block {slot // self.bs}"
+                assert slot // self.bs not in self.bm.hash_of, f"seq {s} writes registered block {slot // self.bs}"
                 assert slot // self.bs in self.tables[s]
 
         self.pool.copy_blocks(copies)
@@ -170,7 +177,40 @@ class BlockManagerMachine(RuleBasedStateMachine):
         assert table == []
         # Exactly the blocks this sequence held alone go back; shared ones only lose a reference.
         assert self.bm.num_free == free_before + len(sole)
-        assert set(sole) <= set(self.bm.free_list)
+        assert set(sole) <= set(self.bm.free_list) | set(self.bm.cached)
+
+    def _hashes(self, values: list[int]) -> list[tuple[bytes, tuple]]:
+        out, prev = [], None
+        for j in range(len(values) // self.bs):
+            tokens = tuple(values[j * self.bs:(j + 1) * self.bs])
+            prev = self.bm.prefix_hash(prev, tokens)
+            out.append((prev, tokens))
+        return out
+
+    @rule(index=st.integers(0, 99))
+    def register(self, index: int) -> None:
+        """Offer every full block of a sequence to the cache (the engine does it after each step)."""
+        s = self._pick(index)
+        for j, (h, tokens) in enumerate(self._hashes(self.model[s])):
+            self.bm.register(self.tables[s][j], h, tokens)
+            assert self.bm.lookup(h, tokens) is not None   # registered now, or an equal prefix already was
+        self.registered.append(list(self.model[s]))
+
+    @precondition(lambda self: self.registered and len(self.tables) < MAX_SEQS)
+    @rule(pick=st.integers(0, 10**6))
+    def reuse(self, pick: int) -> None:
+        """A new sequence takes the longest still-cached run of a registered prefix."""
+        values = self.registered[pick % len(self.registered)]
+        table: list[int] = []
+        for h, tokens in self._hashes(values):
+            block = self.bm.lookup(h, tokens)
+            if block is None:
+                break
+            free_before, was_cached = self.bm.num_free, block in self.bm.cached
+            self.bm.acquire_cached(block)
+            assert self.bm.num_free == free_before - was_cached   # a cached block leaves the free count
+            table.append(block)
+        self._new(table, list(values[:len(table) * self.bs]))
 
     # --- invariants ------------------------------------------------------------------------------
 

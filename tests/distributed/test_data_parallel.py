@@ -81,4 +81,5 @@ def test_strided_ownership_and_stat_combination():
     stats = combine_stats([dict(generated_tokens=5, decode_steps=3, kv_blocks_peak=7, wall_s=1.0, rounds=2),
                            dict(generated_tokens=4, decode_steps=5, kv_blocks_peak=9, wall_s=0.5, rounds=2)])
     assert stats == dict(prompt_tokens=0, generated_tokens=9, decode_steps=8, prefill_tokens=0, kv_blocks_peak=9,
-                         kv_blocks_logical_peak=0, cow_copies=0, preemptions=0, wall_s=1.0, rounds=2)
+                         kv_blocks_logical_peak=0, cow_copies=0, preemptions=0, prefix_cache_hit_tokens=0, wall_s=1.0,
+                         rounds=2)
