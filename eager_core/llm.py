@@ -25,6 +25,7 @@ from eager_core.engine.sequence import Sequence
 from eager_core.engine.stats import RunStats
 from eager_core.errors import RequestError
 from eager_core.sampling_params import SamplingParams
+from eager_core.validation import check_callable, check_list, is_int
 
 if TYPE_CHECKING:
     from eager_core.eager.params import EagerParams
@@ -64,13 +65,15 @@ class LLM:
                  on_token: Callable[[Sequence, int], None] | None = None) -> list[RequestOutput]:
         """Generate for every prompt (text or token ids); outputs come back in prompt order."""
         params = self._sampling(params)
+        check_callable(RequestError, "on_token", on_token)
         return self._run([(p, params) for p in _prompt_list(prompts, prompt_token_ids)], on_token)
 
     def chat(self, messages: list[dict] | list[list[dict]], params: SamplingParams | None = None,
              **kwargs: Any) -> list[RequestOutput]:
         """Apply the checkpoint's chat template to one conversation or a list of them, then generate."""
-        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        conversations = _conversations(messages)
         params = self._sampling(params)
+        check_callable(RequestError, "on_token", kwargs.get("on_token"))
         prompts = []
         for c in conversations:
             text = self.tokenizer.apply_chat_template(c, add_generation_prompt=True)
@@ -94,6 +97,7 @@ class LLM:
             prompts = [prompts]
         if params is not None and not isinstance(params, EagerParams):
             raise RequestError(f"params is a {type(params).__name__}, expected EagerParams")
+        check_callable(RequestError, "on_step", on_step)
         with self._lock:
             outputs, stats = run_eager(self.llm_engine, prompts, params or EagerParams(), method, answers, checker,
                                        on_step=on_step)
@@ -103,6 +107,7 @@ class LLM:
     @torch.inference_mode()
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """Float32 logits [len(token_ids), vocab] of every position, by one scoring request through the engine."""
+        check_list(RequestError, "token_ids", token_ids, is_int, "a list of token ids")
         return self._run([(list(token_ids), ScoreParams())])[0].prompt_logits
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -139,6 +144,20 @@ class LLM:
         if not isinstance(params, SamplingParams):
             raise RequestError(f"params is a {type(params).__name__}, expected SamplingParams")
         return params
+
+
+def _conversations(messages: Any) -> list[list[dict]]:
+    """One conversation (a list of message dicts) or a list of them, checked for that shape."""
+    bad = RequestError("messages: expected a list of {'role': str, 'content': str} dicts, or a list of such lists")
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise bad
+    conversations = [messages] if isinstance(messages[0], dict) else messages
+    for conv in conversations:
+        if not isinstance(conv, (list, tuple)) or not conv or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in conv):
+            raise bad
+    return [list(c) for c in conversations]
 
 
 def _prompt_list(prompts: list[str] | str | None, prompt_token_ids: list[list[int]] | None) -> list:

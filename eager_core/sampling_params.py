@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from eager_core.errors import RequestError
+from eager_core.validation import check_bool, check_int, check_list, check_number, is_int
 
 MAX_LOGPROBS = 20   # vLLM's default cap: the top-k of the entropy gate covers it without a second pass
 
@@ -35,36 +35,24 @@ class SamplingParams:
     logprobs: int | None = None
 
     def __post_init__(self) -> None:
-        def bad(field: str, expected: str) -> RequestError:
-            return RequestError(f"SamplingParams.{field}={getattr(self, field)!r}: expected {expected}")
-
-        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
-            raise bad("temperature", "a finite number >= 0")
-        if not _is_int(self.top_k) or self.top_k < 0:
-            raise bad("top_k", "an integer >= 0 (0 turns it off)")
-        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
-            raise bad("top_p", "a number in (0, 1]")
-        if not _is_number(self.min_p) or not 0 <= self.min_p <= 1:
-            raise bad("min_p", "a number in [0, 1]")
-        if not _is_int(self.max_tokens) or self.max_tokens < 1:
-            raise bad("max_tokens", "an integer >= 1")
-        if not _is_int(self.n) or self.n < 1:
-            raise bad("n", "an integer >= 1")
-        if self.seed is not None and not _is_int(self.seed):
-            raise bad("seed", "an integer or None")
+        e, f = RequestError, "SamplingParams."
+        # Extreme values behave as their mathematical limits (docs/reliability.md): a tiny positive
+        # temperature is greedy up to ties, a huge one uniform over what the filters keep; a top_k
+        # above the vocabulary keeps everything; max_tokens beyond the context stops at the context.
+        check_number(e, f + "temperature", self.temperature, lo=0)
+        check_int(e, f + "top_k", self.top_k, lo=0)
+        check_number(e, f + "top_p", self.top_p, lo=0, hi=1, lo_open=True)
+        check_number(e, f + "min_p", self.min_p, lo=0, hi=1)
+        check_int(e, f + "max_tokens", self.max_tokens, lo=1)
+        check_int(e, f + "n", self.n, lo=1)
+        check_int(e, f + "seed", self.seed, optional=True)
         if isinstance(self.stop, str):
             self.stop = [self.stop]
-        if self.stop is not None and not all(isinstance(s, str) and s for s in self.stop):
-            raise bad("stop", "a list of non-empty strings")
-        if self.stop_token_ids is not None and not all(_is_int(t) and t >= 0 for t in self.stop_token_ids):
-            raise bad("stop_token_ids", "a list of token ids >= 0")
-        if self.logprobs is not None and (not _is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS):
-            raise bad("logprobs", f"an integer in [0, {MAX_LOGPROBS}] or None")
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+        if self.stop is not None:
+            self.stop = check_list(e, f + "stop", self.stop, lambda v: isinstance(v, str) and bool(v),
+                                   "a string or a list of non-empty strings")
+        if self.stop_token_ids is not None:
+            self.stop_token_ids = check_list(e, f + "stop_token_ids", self.stop_token_ids,
+                                             lambda v: is_int(v) and v >= 0, "a list of token ids >= 0")
+        check_bool(e, f + "ignore_eos", self.ignore_eos)
+        check_int(e, f + "logprobs", self.logprobs, lo=0, hi=MAX_LOGPROBS, optional=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from eager_core.errors import ConfigError
 from eager_core.model.config import ModelConfig
 
 DEFAULT_CPU_BUDGET = 2 << 30   # bytes; the pool is zero-filled, so it is resident memory
@@ -19,6 +20,30 @@ def block_bytes(cfg: ModelConfig, dtype: torch.dtype, block_size: int) -> int:
     """Bytes one block occupies over all layers (keys and values)."""
     elem = torch.empty((), dtype=dtype).element_size()
     return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * elem
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can take on ``device`` (None when it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info.get("MemAvailable")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def check_pool_fits(cfg: ModelConfig, dtype: torch.dtype, block_size: int, num_blocks: int,
+                    device: torch.device) -> None:
+    """Refuse, before allocating, a pool that the device's memory cannot hold (zero-filled, so all resident)."""
+    need = (num_blocks + 1) * block_bytes(cfg, dtype, block_size)   # + the scratch block
+    have = available_bytes(device)
+    if have is not None and need > 0.9 * have:
+        fits = max(0, int(0.9 * have) // block_bytes(cfg, dtype, block_size) - 1)
+        raise ConfigError(f"num_kv_blocks={num_blocks} with block_size={block_size} needs {need / 2**30:.2f} GiB "
+                          f"for the KV cache, {have / 2**30:.2f} GiB are available on {device}: at most "
+                          f"{fits} blocks fit")
 
 
 def default_num_blocks(cfg: ModelConfig, dtype: torch.dtype, block_size: int, device: torch.device,

@@ -1,8 +1,8 @@
 """EAGer-init as a step controller: sample, or keep the top-1 token and fork a branch with the top-2.
 
 The engine calls ``EAGER_INIT.decide`` once per step with the logits of every live sequence of
-every EAGer request. One call to ``ops.entropy_gate`` per entropy setting gives all rows'
-entropies, top-2 tokens and threshold decisions; the Python loop afterwards only applies the
+every EAGer request. ``step_signals`` (one call to ``ops.entropy_gate`` per entropy setting) gives
+all rows' entropies, top-2 tokens and threshold decisions; the Python loop afterwards only applies the
 per-prompt rules (cap M, window, ``</think>``, token budget), which need counters the kernel does
 not have. The controller itself is stateless, so one instance serves every request (and batches
 them all into one kernel call); each request's state is an ``EagerState`` in
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from eager_core.eager.params import EagerParams
+from eager_core.eager.step_signals import RowView, step_signals
 from eager_core.engine.controller import Decision
 from eager_core.engine.sampler import sample_rows
-from eager_core.engine.sequence import Sequence
-from eager_core.ops import entropy_gate
+from eager_core.engine.sequence import Request, Sequence
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -61,52 +61,51 @@ class EagerState:
             return max(self.theta, percentile(self.seen, 99.0))
         return self.theta
 
+    def slots_used(self, request: Request) -> int:
+        """Sequences that count against ``cap``: all of them, live and finished (a pruning state frees some)."""
+        return len(request.seqs)
+
+
+@dataclass
+class StepForks:
+    """What one ``decide`` call has decided so far, per request (applied only after it returns)."""
+    forks: dict[int, int] = field(default_factory=dict)   # id(state) -> forks decided this step
+    branched: set[int] = field(default_factory=set)        # id(state) of the requests that branched
+
 
 class EagerInitController:
-    """Entropy-gated branching (``state.branching``) or plain sampling with entropies recorded."""
+    """Entropy-gated branching (``state.branching``) or plain sampling with entropies recorded.
+
+    ``decide`` computes the step's signals once for all rows (``step_signals``: one fused gate
+    call per entropy setting) and one batched sampling call, then ``decide_row`` applies the
+    per-prompt rules row by row. A controller built on EAGer-init (EAGer-DeepConf) overrides
+    ``decide_row`` and keeps the rest.
+    """
 
     def decide(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | Decision]:
-        # Rows that share an entropy setting share one fused kernel call (normally: all of them).
-        groups: dict[tuple[int, str], list[int]] = {}
-        for i, seq in enumerate(seqs):
-            p = seq.request.controller_state.params
-            groups.setdefault((p.top_k_entropy, p.entropy), []).append(i)
-        entropy, branch, top2 = [0.0] * len(seqs), [False] * len(seqs), [[-1, -1]] * len(seqs)
-        # As the kernel sees them (float32), which is also what the branch events record.
-        thresholds = torch.tensor([s.request.controller_state.threshold() for s in seqs], dtype=torch.float32).tolist()
-        for (top_k, kind), rows in groups.items():
-            sub = logits if len(rows) == len(seqs) else logits[torch.tensor(rows, device=logits.device)]
-            th = torch.tensor([thresholds[i] for i in rows], dtype=torch.float32, device=logits.device)
-            gate = entropy_gate(sub, th, top_k=top_k, kind=kind)
-            chosen = (gate.entropy_topk if kind == "topk" else gate.entropy).tolist()
-            for j, i in enumerate(rows):
-                entropy[i] = chosen[j]
-            for j, b in zip(rows, gate.branch.tolist()):
-                branch[j] = b
-            for j, t in zip(rows, gate.top2_ids.tolist()):
-                top2[j] = t
+        signals = step_signals(seqs, logits)
         sampled = sample_rows(seqs, logits)   # each request's SamplingParams carry its temperature
-        decisions: list[int | Decision] = []
-        branched: set[int] = set()
-        forks: dict[int, int] = {}   # forks decided this step per request (applied after decide returns)
-        for i, seq in enumerate(seqs):
-            st: EagerState = seq.request.controller_state
-            if st.token_cap is not None and st.tokens >= st.token_cap:
-                decisions.append(Decision(None, finish_reason="budget"))   # this prompt's share is spent
-                continue
-            st.entropies.setdefault(seq.branch_id, []).append(entropy[i])
-            bisect.insort(st.seen, entropy[i])
-            st.tokens += 1
-            if branch[i] and top2[i][1] >= 0 and self._may_branch(seq, st, forks.get(id(st), 0)):
-                st.tokens += 1   # the child's first token
-                branched.add(id(st))
-                forks[id(st)] = forks.get(id(st), 0) + 1
-                decisions.append(Decision(top2[i][0], fork_token=top2[i][1], note=dict(
-                    step=seq.num_generated, entropy=entropy[i], threshold=thresholds[i], tokens=list(top2[i]))))
-            else:
-                decisions.append(sampled[i])
-        self._update_windows(seqs, branched)
+        step = StepForks()
+        decisions = [self.decide_row(signals.row(i, seq), sampled[i], step) for i, seq in enumerate(seqs)]
+        self._update_windows(seqs, step.branched)
         return decisions
+
+    def decide_row(self, row: RowView, sampled: int, step: "StepForks") -> int | Decision:
+        """One row: finish on the token budget, else record its entropy, then branch or take the sample."""
+        seq = row.seq
+        st: EagerState = seq.request.controller_state
+        if st.token_cap is not None and st.tokens >= st.token_cap:
+            return Decision(None, finish_reason="budget")   # this prompt's share is spent
+        st.entropies.setdefault(seq.branch_id, []).append(row.entropy)
+        bisect.insort(st.seen, row.entropy)
+        st.tokens += 1
+        if row.branch and row.top2_ids[1] >= 0 and self._may_branch(seq, st, step.forks.get(id(st), 0)):
+            st.tokens += 1   # the child's first token
+            step.branched.add(id(st))
+            step.forks[id(st)] = step.forks.get(id(st), 0) + 1
+            return Decision(row.top2_ids[0], fork_token=row.top2_ids[1], note=dict(
+                step=seq.num_generated, entropy=row.entropy, threshold=row.threshold, tokens=list(row.top2_ids)))
+        return sampled
 
     def on_fork(self, parent: Sequence, child: Sequence, note: Any) -> None:
         st: EagerState = parent.request.controller_state
@@ -116,7 +115,7 @@ class EagerInitController:
 
     @staticmethod
     def _may_branch(seq: Sequence, st: EagerState, pending: int) -> bool:
-        if not st.branching or len(seq.request.seqs) + pending >= st.cap:
+        if not st.branching or st.slots_used(seq.request) + pending >= st.cap:
             return False
         if st.think_end_id is not None and st.think_end_id in seq.generated_ids:
             return False   # the reasoning section is over

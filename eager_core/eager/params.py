@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from eager_core.errors import RequestError
 from eager_core.sampling_params import SamplingParams
+from eager_core.validation import check_bool, check_choice, check_int, check_number
 
 METHODS = ("parallel", "eager-init", "eager", "eager-adapt")
 
@@ -46,32 +46,19 @@ class EagerParams:
     max_retries: int = 3
 
     def __post_init__(self) -> None:
-        def bad(field: str, expected: str) -> RequestError:
-            return RequestError(f"EagerParams.{field}={getattr(self, field)!r}: expected {expected}")
-
-        def is_int(x: object) -> bool:
-            return isinstance(x, int) and not isinstance(x, bool)
-
-        if not isinstance(self.theta, (int, float)) or isinstance(self.theta, bool) or not math.isfinite(self.theta):
-            raise bad("theta", "a finite number")
-        if not is_int(self.max_sequences) or self.max_sequences < 1:
-            raise bad("max_sequences", "an integer >= 1")
-        if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature) or self.temperature < 0:
-            raise bad("temperature", "a finite number >= 0")
-        if not is_int(self.top_k_entropy) or self.top_k_entropy < 1:
-            raise bad("top_k_entropy", "an integer >= 1")
-        if self.entropy not in ("topk", "full"):
-            raise bad("entropy", "'topk' or 'full'")
-        if not is_int(self.max_tokens) or self.max_tokens < 1:
-            raise bad("max_tokens", "an integer >= 1")
-        if not is_int(self.no_branch_window) or self.no_branch_window < 1:
-            raise bad("no_branch_window", "an integer >= 1")
-        if not is_int(self.seed):
-            raise bad("seed", "an integer")
-        if self.budget_tokens is not None and (not is_int(self.budget_tokens) or self.budget_tokens < 1):
-            raise bad("budget_tokens", "an integer >= 1 or None")
-        if not is_int(self.max_retries) or self.max_retries < 0:
-            raise bad("max_retries", "an integer >= 0")
+        e, f = RequestError, "EagerParams."
+        check_number(e, f + "theta", self.theta)
+        check_int(e, f + "max_sequences", self.max_sequences, lo=1)
+        check_number(e, f + "temperature", self.temperature, lo=0)
+        check_int(e, f + "top_k_entropy", self.top_k_entropy, lo=1)   # past the vocabulary: the full entropy
+        check_choice(e, f + "entropy", self.entropy, ("topk", "full"))
+        check_int(e, f + "max_tokens", self.max_tokens, lo=1)
+        check_int(e, f + "no_branch_window", self.no_branch_window, lo=1)
+        check_bool(e, f + "dynamic_threshold", self.dynamic_threshold)
+        check_bool(e, f + "think_only", self.think_only)
+        check_int(e, f + "seed", self.seed)
+        check_int(e, f + "budget_tokens", self.budget_tokens, lo=1, optional=True)
+        check_int(e, f + "max_retries", self.max_retries, lo=0)
 
     def to_dict(self) -> dict:
         return asdict(self)

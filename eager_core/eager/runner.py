@@ -29,6 +29,7 @@ from eager_core.eager.params import METHODS, EagerParams, think_end_id
 from eager_core.engine.llm_engine import LLMEngine
 from eager_core.engine.stats import RunStats
 from eager_core.errors import RequestError
+from eager_core.validation import check_callable, check_choice, check_list
 
 Checker = Callable[[str, str], bool]
 
@@ -61,8 +62,13 @@ def run_eager(engine: LLMEngine, prompts: list, params: EagerParams, method: str
     Returns (one output per prompt, in order; with a ``shard``, one per prompt it owns, in order;
     the statistics of every round of this process). ``on_step`` sees the running total after each step.
     """
-    if method not in METHODS:
-        raise RequestError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+    check_choice(RequestError, "method", method, METHODS)
+    if not isinstance(prompts, (list, tuple)):
+        raise RequestError(f"prompts is a {type(prompts).__name__}, expected a list")
+    if answers is not None:
+        answers = check_list(RequestError, "answers", answers, lambda a: a is not None, "a list, one answer per prompt")
+    check_callable(RequestError, "checker", checker)
+    check_callable(RequestError, "on_step", on_step)
     if method == "eager" and (answers is None or checker is None):
         raise RequestError("method 'eager' needs answers=[...] and checker=fn(text, answer) -> bool")
     if answers is not None and len(answers) != len(prompts):
@@ -71,6 +77,10 @@ def run_eager(engine: LLMEngine, prompts: list, params: EagerParams, method: str
         raise RequestError("no prompts given")
     shard = shard or _WholeSet()
     N, M = len(prompts), params.max_sequences
+    if method == "parallel" and M > engine.scheduler.max_num_seqs:
+        # The parallel baseline runs a prompt's M samples in one batch (a family is never split).
+        raise RequestError(f"EagerParams.max_sequences={M}: the parallel method samples M sequences of a prompt "
+                           f"in one batch, and the engine runs at most max_num_seqs={engine.scheduler.max_num_seqs}")
     mine = [i for i in range(N) if shard.owns(i)]
     encoded = {i: _encode(engine, prompts[i], i) for i in mine}
     think_end = think_end_id(params, engine.tokenizer)

@@ -6,17 +6,15 @@ its ``ConfigError`` names the argument as the caller wrote it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 from eager_core.errors import ConfigError
+from eager_core.validation import check_bool, check_choice, check_int
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _positive_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
 
 
 @dataclass
@@ -35,29 +33,30 @@ class EngineArgs:
     enable_prefix_caching: bool = True   # vLLM's name and default: shared prompt prefixes are computed once
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
-        if not _positive_int(self.block_size):
-            raise ConfigError(f"block_size={self.block_size!r}: expected a positive integer")
-        if self.num_kv_blocks is not None and not _positive_int(self.num_kv_blocks):
-            raise ConfigError(f"num_kv_blocks={self.num_kv_blocks!r}: expected a positive integer or None")
+        e = ConfigError
+        if self.ckpt is not None and not isinstance(self.ckpt, (str, os.PathLike)):
+            raise e(f"ckpt is a {type(self.ckpt).__name__}: expected a checkpoint folder path or None")
+        check_choice(e, "dtype", self.dtype, DTYPES)
+        # Sizes have no upper bound here: what the memory can hold is checked before allocating
+        # (loader.py), so a huge value is refused with the number that would fit.
+        check_int(e, "block_size", self.block_size, lo=1, hi=1 << 20)
+        check_int(e, "num_kv_blocks", self.num_kv_blocks, lo=1, optional=True)
         for name in ("max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
-            if not _positive_int(getattr(self, name)):
-                raise ConfigError(f"{name}={getattr(self, name)!r}: expected a positive integer")
+            check_int(e, name, getattr(self, name), lo=1)
         for name in ("enforce_eager", "enable_prefix_caching"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r}: expected True or False")
-        if self.max_model_len is not None and (not isinstance(self.max_model_len, int)
-                                               or isinstance(self.max_model_len, bool) or self.max_model_len < 2):
-            raise ConfigError(f"max_model_len={self.max_model_len!r}: expected an integer >= 2 or None")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed={self.seed!r}: expected an integer")
+            check_bool(e, name, getattr(self, name))
+        check_int(e, "max_model_len", self.max_model_len, lo=2, optional=True)
+        check_int(e, "seed", self.seed)
+        if not isinstance(self.device, (str, torch.device)):
+            raise e(f"device={self.device!r}: expected 'cpu', 'cuda' or 'cuda:<index>'")
         try:
             device = torch.device(self.device)
-        except (RuntimeError, TypeError) as e:
-            raise ConfigError(f"device={self.device!r}: {e}") from e
+        except (RuntimeError, TypeError) as err:
+            raise e(f"device={self.device!r}: {err}") from err
+        if device.type not in ("cpu", "cuda"):
+            raise e(f"device={self.device!r}: expected 'cpu', 'cuda' or 'cuda:<index>'")
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={str(device)!r}: CUDA is not available (this torch build or machine has no GPU)")
+            raise e(f"device={str(device)!r}: CUDA is not available (this torch build or machine has no GPU)")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -14,6 +14,7 @@ from eager_core.engine.sequence import Sequence
 from eager_core.errors import RequestError
 from eager_core.io.tokenizer import Tokenizer
 from eager_core.sampling_params import SamplingParams
+from eager_core.validation import clean_text
 
 
 class ScoreParams:
@@ -62,10 +63,15 @@ def encode_prompt(tokenizer: Tokenizer, vocab_size: int, max_model_len: int, req
         text, ids = prompt.get("prompt"), prompt.get("prompt_token_ids")
         if ids is None:
             raise RequestError(f"{where}: a dict prompt needs 'prompt_token_ids'")
+        if text is not None:
+            if not isinstance(text, str):
+                raise RequestError(f"{where}: 'prompt' is a {type(text).__name__}, expected a string")
+            text = clean_text(text)
     elif isinstance(prompt, str):
         if not prompt:
             raise RequestError(f"{where}: empty prompt")
-        text, ids = prompt, tokenizer.encode(prompt, add_special_tokens=True)
+        text = clean_text(prompt)   # lone surrogates -> U+FFFD (docs/reliability.md)
+        ids = tokenizer.encode(text, add_special_tokens=True)
     else:
         ids = prompt
     if not isinstance(ids, (list, tuple)):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from eager_core.cache.block_manager import BlockManager
-from eager_core.cache.kv_pool import KVPool, default_num_blocks
+from eager_core.cache.kv_pool import KVPool, check_pool_fits, default_num_blocks
 from eager_core.engine.decode_graphs import DecodeGraphs
 from eager_core.engine.engine_args import EngineArgs
 from eager_core.engine.model_runner import ModelRunner
@@ -55,6 +55,7 @@ def load_engine_parts(args: EngineArgs) -> EngineParts:
         num_kv_blocks = default_num_blocks(model_cfg, dtype, args.block_size, device, max_model_len * args.max_num_seqs)
     if tp is not None:   # same pool size on every rank, or their schedulers would diverge
         num_kv_blocks = tp.agree_min(num_kv_blocks)
+    check_pool_fits(model_cfg, dtype, args.block_size, num_kv_blocks, device)
     kv_pool = KVPool(model_cfg, num_kv_blocks, args.block_size, dtype, device)
     scheduler = Scheduler(BlockManager(num_kv_blocks, args.block_size, enable_caching=args.enable_prefix_caching),
                           args.max_num_seqs, args.max_num_batched_tokens)

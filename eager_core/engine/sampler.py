@@ -26,7 +26,11 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     greedy = temperature <= 0
     if bool(greedy.all()):
         return greedy_tokens
-    x = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    # Shift each row's maximum to 0 before dividing: with a tiny positive temperature ``logits / t``
+    # overflows to +inf (and softmax to NaN), while ``(logits - max) / t`` only sends the losers to
+    # -inf, which is the limit t -> 0 (greedy, ties shared). Softmax does not see the shift.
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    x = shifted / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
     V = x.shape[-1]
     if bool((top_k > 0).any()):
         k = torch.where(top_k > 0, top_k.clamp(max=V), torch.full_like(top_k, V))
@@ -63,7 +67,8 @@ def sample_rows(seqs: "list[Sequence]", logits: torch.Tensor, temperature: float
     if all(t <= 0 for t in temps):
         return logits.argmax(dim=-1).tolist()   # all greedy: no filters, no draws from the streams
     t = torch.tensor(temps, dtype=torch.float32)
-    top_k = torch.tensor([p.top_k for p in params], dtype=torch.long)
+    vocab = logits.shape[-1]   # a top_k past the vocabulary keeps everything (and any int fits in int64)
+    top_k = torch.tensor([min(p.top_k, vocab) for p in params], dtype=torch.long)
     top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
     min_p = torch.tensor([p.min_p for p in params], dtype=torch.float32)
     u = torch.tensor([s.rng.random() for s in seqs], dtype=torch.float64)

@@ -23,6 +23,7 @@ from eager_core.errors import CheckpointError
 from eager_core.io.chat_template import render_chat_template
 from eager_core.io.checkpoint import checkpoint_dir, read_json_file
 from eager_core.io.stream_decoder import StreamDecoder
+from eager_core.validation import clean_text
 
 __all__ = ["Tokenizer", "StreamDecoder"]
 
@@ -120,7 +121,8 @@ class Tokenizer:
         """Token ids of ``text``; special tokens written in the text (e.g. ``<|im_start|>``) stay whole."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        # Lone surrogates (not valid Unicode) become U+FFFD rather than an error deep in the tokenizer.
+        return self._tok.encode(clean_text(text), add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids``; special tokens are dropped when ``skip_special_tokens`` is true."""
@@ -150,8 +152,8 @@ class Tokenizer:
             where = self._source / "tokenizer_config.json" if self._source else "tokenizer_config.json"
             raise CheckpointError(f"{where} has no chat_template, so chat messages cannot be formatted; "
                                   "pass plain prompts instead")
-        return render_chat_template(template, messages, add_generation_prompt=add_generation_prompt,
-                                    special_tokens=self.special_tokens, **kwargs)
+        return clean_text(render_chat_template(template, messages, add_generation_prompt=add_generation_prompt,
+                                               special_tokens=self.special_tokens, **kwargs))
 
     # --- properties ------------------------------------------------------------------------------
     @property

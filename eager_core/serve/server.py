@@ -36,6 +36,7 @@ class ServeConfig:
     served_model_name: str | None = None
     seed: int = 0
     log_level: str = "info"
+    enable_prefix_caching: bool = True
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -85,7 +86,8 @@ def run(cfg: ServeConfig) -> int:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     engine = LLMEngine(cfg.ckpt, dtype=cfg.dtype, device=cfg.device, num_kv_blocks=cfg.num_kv_blocks,
-                       max_num_seqs=cfg.max_num_seqs, seed=cfg.seed)
+                       max_num_seqs=cfg.max_num_seqs, seed=cfg.seed,
+                       enable_prefix_caching=cfg.enable_prefix_caching)
     served = ServedModel(cfg.served_model_name or default_model_name(cfg.ckpt, engine.ckpt_dir), engine.tokenizer,
                          engine.max_model_len, engine.config.vocab_size, engine.args.max_num_seqs)
     engine_thread = EngineThread(engine, cfg.max_queue)
