@@ -17,6 +17,7 @@ same thing a UTF-8 decoder does with invalid bytes, so the tokenizer never sees 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Iterable
 
 from eager_core.errors import EagerError
@@ -76,13 +77,14 @@ def check_callable(err: type[EagerError], name: str, x: Any, optional: bool = Tr
         raise err(f"{name} is a {type(x).__name__}: expected a function{' or None' if optional else ''}")
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def clean_text(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD (so it is valid Unicode, encodable as UTF-8)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """``text`` with every lone surrogate replaced by U+FFFD (so it is valid Unicode, encodable as
+    UTF-8). A byte that was not UTF-8 in argv arrives as one surrogate (``surrogateescape``) and
+    becomes one U+FFFD, as a UTF-8 decoder with ``errors="replace"`` would make it."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def _show(x: Any) -> str:

@@ -31,6 +31,69 @@ def add_prefix_cache_flag(parser: argparse.ArgumentParser) -> None:
                              "and reused across requests; outputs are the same either way)")
 
 
+# The flag a user typed for each parameter field, so an error names what they set (class 7 of
+# docs/reliability.md): "--temperature: SamplingParams.temperature=-1.0: expected ...".
+FLAG_OF = {"SamplingParams.temperature": "--temperature", "SamplingParams.top_k": "--top-k",
+           "SamplingParams.top_p": "--top-p", "SamplingParams.min_p": "--min-p",
+           "SamplingParams.max_tokens": "--max-tokens", "SamplingParams.n": "-n", "SamplingParams.seed": "--seed",
+           "EagerParams.theta": "--theta", "EagerParams.max_sequences": "--max-sequences",
+           "EagerParams.temperature": "--temperature", "EagerParams.max_tokens": "--max-tokens",
+           "EagerParams.seed": "--seed", "EagerParams.top_k_entropy": "--top-k-entropy",
+           "num_kv_blocks": "--num-kv-blocks", "max_num_seqs": "--max-num-seqs"}
+
+
+def user_message(message: str) -> str:
+    """One line; prefixed with the flag that set the offending field, when a flag did."""
+    line = " ".join(message.split())
+    field = line.split("=", 1)[0]
+    return f"{FLAG_OF[field]}: {line}" if field in FLAG_OF and "=" in line else line
+
+
+def check_output_path(path: str | None, flag: str = "--output") -> None:
+    """Before any work: the folder of an output file exists (created if needed) and is writable,
+    and the path is not a folder. A bad path costs nothing this way, instead of a finished run."""
+    import os
+    import tempfile
+
+    from eager_core.errors import RequestError
+
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise RequestError(f"{flag} {path}: is a folder, expected a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RequestError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
+def write_or_keep(path: str, write: Callable[[str], None], text: str, flag: str = "--output") -> None:
+    """Write the result; if that fails now (disk full, folder removed), keep it: a file beside in the
+    temp folder, else stdout, and say where on stderr. Finished work is never lost."""
+    import tempfile
+
+    from eager_core.errors import RequestError
+
+    try:
+        write(path)
+        return
+    except OSError as e:
+        reason = e.strerror or str(e)
+    try:
+        fd, rescue = tempfile.mkstemp(prefix="eager_core-result-", suffix=".json")
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        where = f"written to {rescue} instead"
+    except OSError:
+        sys.stdout.write(text + "\n")
+        where = "printed on stdout instead"
+    raise RequestError(f"{flag} {path}: the write failed ({reason}); the result was {where}")
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call ``main``; turn project errors into one line on stderr and exit code 2."""
     from eager_core.errors import EagerError
@@ -41,10 +104,14 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except EagerError as exc:
         if debug:
             raise
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)   # always one line
+        print("error: " + user_message(str(exc)), file=sys.stderr)   # always one line
         return 2
     except KeyboardInterrupt:
         if debug:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # the reader went away (``| head``): nothing left to say to it
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -18,16 +18,25 @@ def run_eager_mode(llm, prompts: list, args: argparse.Namespace) -> None:
                          max_tokens=args.max_tokens, seed=args.seed)
     outs = llm.eager(prompts, params, method=method)
     if args.json or getattr(args, "output", None):
-        doc = {"method": method, "params": params.to_dict(), "stats": llm.last_stats,
-               "prompts": [o.to_dict() for o in outs]}
-        if getattr(args, "output", None):
-            from eager_core.eval.io_utils import write_json_atomic
-            write_json_atomic(args.output, doc)
+        emit_document(args, {"mode": args.mode, "method": method, "params": params.to_dict(), "stats": llm.last_stats,
+                             "prompts": [o.to_dict() for o in outs]})
         if args.json:
-            print(json.dumps(doc, ensure_ascii=False))
             return
     for i, out in enumerate(outs):
         print(render_tree(i, out, method, params))
+
+
+def emit_document(args: argparse.Namespace, doc: dict) -> None:
+    """The run's one JSON document: on stdout with --json, into --output (atomically) when given.
+    If the file write fails at the end, the document is kept elsewhere and the error says where."""
+    from cli_common import write_or_keep
+    from eager_core.eval.io_utils import write_json_atomic
+
+    text = json.dumps(doc, ensure_ascii=False)
+    if args.json:
+        print(text)
+    if getattr(args, "output", None):
+        write_or_keep(args.output, lambda path: write_json_atomic(path, doc), text)
 
 
 def render_tree(index: int, out, method: str, params) -> str:

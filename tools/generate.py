@@ -12,7 +12,7 @@ import json
 import sys
 
 import cli_common  # noqa: F401  (sets up the import path)
-from cli_common import add_model_flags, add_prefix_cache_flag, run_main
+from cli_common import add_model_flags, add_prefix_cache_flag, check_output_path, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,18 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eager mode: EAGer-init, or EAGer-adapt (label-free reallocation)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.add_argument("--output", default=None,
-                   help="eager/parallel modes: also write the JSON (params, sequences, entropies, branch events) here")
+                   help="also write the JSON document (what --json prints: params, outputs, stats; in eager/parallel "
+                        "modes sequences, entropies and branch events) to this file; checked before the model loads")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's). On a busy machine 1 can be several times faster: "
                         "OpenMP threads that wait for a descheduled peer stall every matmul")
-    p.add_argument("--stats", action="store_true", help="print engine statistics (tokens, steps, KV blocks, time)")
+    p.add_argument("--stats", action="store_true", help="print engine statistics (tokens, steps, KV blocks, time); "
+                   "with --json they are part of the one JSON document")
     return p
 
 
 def read_prompts(args: argparse.Namespace) -> list:
     from eager_core.errors import RequestError
 
-    prompts = args.prompt if args.prompt else [sys.stdin.read()]
+    from eager_core.validation import clean_text
+
+    if args.prompt:   # argv that was not UTF-8 arrives as lone surrogates: replaced by U+FFFD
+        prompts = [clean_text(p) for p in args.prompt]
+    else:             # bytes that are not UTF-8 are replaced too, never a decoding traceback
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        prompts = [raw.decode("utf-8", "replace") if isinstance(raw, bytes) else clean_text(raw)]
     if any(not p.strip() for p in prompts):
         raise RequestError("empty prompt: pass --prompt TEXT or text on stdin")
     if not args.chat:
@@ -62,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from eager_core import LLM
 
+    check_output_path(args.output)   # before anything is loaded: a bad path costs nothing
     prompts = read_prompts(args)
     if args.threads is not None:
-        if args.threads < 1:
+        if not 1 <= args.threads <= 4096:
             from eager_core.errors import RequestError
-            raise RequestError(f"--threads {args.threads}: expected an integer >= 1")
+            raise RequestError(f"--threads {args.threads}: expected an integer in [1, 4096]")
         import torch
         torch.set_num_threads(args.threads)
     llm = LLM(args.ckpt, dtype=args.dtype, device=args.device, num_kv_blocks=args.num_kv_blocks, seed=args.seed,
@@ -76,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from eager_cli import run_eager_mode
         run_eager_mode(llm, prompts, args)
-    if args.stats:
-        print(json.dumps({"stats": llm.last_stats}) if args.json else format_stats(llm.last_stats),
-              file=sys.stderr if not args.json else sys.stdout)
+    if args.stats and not args.json:   # with --json the stats are inside the one document
+        print(format_stats(llm.last_stats), file=sys.stderr)
     return 0
 
 
@@ -98,11 +106,14 @@ def run_sample(llm, prompts: list, args: argparse.Namespace) -> None:
                 sys.stdout.flush()
     outs = (llm.chat(prompts, params, on_token=on_token) if args.chat
             else llm.generate(prompts, params, on_token=on_token))
+    if args.json or args.output:
+        from eager_cli import emit_document
+        emit_document(args, {"mode": "sample", "params": vars(params), "stats": llm.last_stats, "prompts": [
+            {"prompt": o.prompt, "outputs": [{"text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason}
+                                             for c in o.outputs]} for o in outs]})
     if args.json:
-        print(json.dumps([{"prompt": o.prompt, "outputs": [
-            {"text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason} for c in o.outputs]}
-            for o in outs], ensure_ascii=False, indent=1))
-    elif stream:
+        return
+    if stream:
         sys.stdout.write(decoder.flush() + "\n")
     else:
         for i, o in enumerate(outs):

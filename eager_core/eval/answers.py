@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 
@@ -27,14 +28,18 @@ VERIFY_TIMEOUT_S = 3
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _NUMBER = (r"(?:(?<![\w)\]}])-)?(?<![\d.,])"
-           r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?(?!\d)")
+           r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][+-]?\d+|/\d+)?(?!\d)")
 _NUMBER_RE = re.compile(_NUMBER)
 _MARKER_RE = re.compile(r"answer\**\s*(?:is\b|[:=])[\s*:=]*", re.IGNORECASE)
 # A whole text that is just an answer: a plain number / fraction, or LaTeX without spaces.
-_BARE_NUMBER_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
+_BARE_NUMBER_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+|/\d+)?")
 _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")  # SI style: 1 234
 _FRAC_RE = re.compile(r"([+-]?)\\[dt]?frac\{([+-]?\d+)\}\{(\d+)\}")
+# Scientific notation: 1.5e3 / 1.5E-3, or LaTeX / typed 1.5 \times 10^{3}, 1.5 × 10^3, 1.5*10^3.
+_SCI_RE = re.compile(r"([+-]?\d+(?:\.\d+)?)(?:[eE]([+-]?\d+)|\s*(?:\\times|\\cdot|×|\*|x)\s*10\^\{?([+-]?\d+)\}?"
+                     r"|\s*(?:\\times|×)\s*10\^\{([+-]?\d+)\})")
+MAX_EXPONENT = 10_000   # beyond it a "number" is compared as text (its exact value would not fit in memory)
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}")
 # Power towers, huge exponents and big factorials make sympy evaluate for seconds or forever.
 _EXPENSIVE_RE = re.compile(r"\^\s*\{[^}]*\^|\^\s*\{?\s*\d{4,}|\d{3,}\s*!|\*\*")
@@ -99,8 +104,8 @@ def _bare_answer(text: str) -> str | None:
     s = _strip_wrappers(text)
     if not s or len(s) > MAX_VERIFY_CHARS:
         return None
-    if _BARE_NUMBER_RE.fullmatch(s):
-        return s
+    if _BARE_NUMBER_RE.fullmatch(s) or _SCI_RE.fullmatch(s.rstrip(".")):
+        return s.rstrip(".") if _SCI_RE.fullmatch(s.rstrip(".")) else s
     # LaTeX such as \frac{1}{2} or -\sqrt{3}: no spaces, no sentence, starts like math.
     if re.fullmatch(r"[+-]?\\[A-Za-z]+\{[^\s]*", s) and _brace_content(s, s.index("{")):
         return s
@@ -147,11 +152,19 @@ def to_number(answer: str) -> Fraction | None:
     if frac:
         sign, num, den = frac.groups()
         s = f"{sign}{num}/{den}"
-    if not re.fullmatch(r"[+-]?\d+(?:\.\d+)?(?:/\d+)?", s):
+    sci = _SCI_RE.fullmatch(s)
+    if sci:   # 1.5e3, 1.5E+3, 1.5 \times 10^{3}, 1.5×10^3: exact, via Decimal
+        mantissa, exponent = sci.group(1), int(sci.group(2) or sci.group(3) or sci.group(4))
+        if abs(exponent) > MAX_EXPONENT:   # 10**(10**9) would take the machine's memory
+            return None
+        return Fraction(Decimal(mantissa)) * Fraction(10) ** exponent
+    m = re.fullmatch(r"([+-]?\d+(?:\.\d+)?)(?:/(\d+))?", s)
+    if not m:
         return None
-    try:
-        return Fraction(s)
-    except (ValueError, ZeroDivisionError):
+    try:   # Decimal, not int(): Python refuses int() of strings past 4,300 digits
+        value = Fraction(Decimal(m.group(1)))
+        return value / int(Decimal(m.group(2))) if m.group(2) else value
+    except (ArithmeticError, ValueError, ZeroDivisionError):
         return None
 
 
@@ -163,7 +176,10 @@ def canonical_answer(answer: str) -> str:
     """
     value = to_number(answer)
     if value is not None:
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:   # past 4,300 digits Python will not print an int: key on the digits instead
+            return _strip_wrappers(answer).replace(",", "").replace(" ", "")
     return _strip_wrappers(answer).replace(" ", "")
 
 

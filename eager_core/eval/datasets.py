@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import re
 import warnings
@@ -274,27 +275,53 @@ def _parse_line(obj: Any, path: str, lineno: int) -> Problem:
     return Problem(id=pid, question=question, answer=answer, meta=meta)
 
 
+def _loads(line: str) -> Any:
+    """``json.loads`` for datasets: numbers keep their written form when a float cannot hold them
+    (``1e400``, a 5,000-digit integer: Python refuses to convert integers past 4,300 digits), and
+    ``NaN`` / ``Infinity``, which are not JSON, are refused with a clear reason."""
+    def parse_int(s: str) -> int | str:
+        return int(s) if len(s.lstrip("-")) <= 4000 else s
+
+    def parse_float(s: str) -> float | str:
+        x = float(s)
+        return x if math.isfinite(x) else s
+
+    def parse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number JSON allows (write the answer as a string)")
+    return json.loads(line, parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant)
+
+
 def _load_jsonl(path: str, limit: int | None) -> LoadedDataset:
     if not os.path.exists(path):
         raise DatasetError(f"dataset file {path!r} does not exist (nor is it a reasoning-gym task)")
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.readlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(path, "rb") as fh:
+            raw_lines = fh.read().split(b"\n")
+    except OSError as exc:
         raise DatasetError(f"cannot read dataset file {path!r}: {exc}") from exc
+    if raw_lines and raw_lines[0].startswith(b"\xef\xbb\xbf"):   # a UTF-8 byte order mark (some editors write one)
+        raw_lines[0] = raw_lines[0][3:]
     problems: list[Problem] = []
     skipped: list[SkippedLine] = []
     seen_ids: dict[str, int] = {}
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:   # one bad line is skipped, not the whole file
+            skipped.append(SkippedLine(path, lineno, f"not valid UTF-8 (byte {exc.start + 1} of the line)"))
+            continue
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
         except json.JSONDecodeError as exc:
             skipped.append(SkippedLine(path, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})"))
             continue
         except RecursionError:   # nested deeper than the parser's stack: one bad line, not a crash
             skipped.append(SkippedLine(path, lineno, "invalid JSON (nested too deeply)"))
+            continue
+        except ValueError as exc:   # NaN / Infinity constants (see _loads)
+            skipped.append(SkippedLine(path, lineno, str(exc)))
             continue
         try:
             problem = _parse_line(obj, path, lineno)
