@@ -39,6 +39,20 @@ def emit_document(args: argparse.Namespace, doc: dict) -> None:
         write_or_keep(args.output, lambda path: write_json_atomic(path, doc), text)
 
 
+def branch_vote(out) -> str:
+    """The majority answer over the branches (what a user of EAGer reports), with its count."""
+    from collections import Counter
+
+    from eager_core.eval.answers import canonical_answer, extract_answer
+
+    answers = [a for a in (extract_answer(s.text) for s in out.sequences) if a is not None]
+    if not answers:
+        return "vote: no branch gave an answer"
+    key, count = Counter(canonical_answer(a) for a in answers).most_common(1)[0]
+    shown = next(a for a in answers if canonical_answer(a) == key)
+    return f"vote: {shown} ({count} of {out.num_sequences} branches)"
+
+
 def render_tree(index: int, out, method: str, params) -> str:
     """A prompt's sequences as a tree: where each branch split, the entropy, the two tokens, its answer."""
     from eager_core.eval.answers import extract_answer
@@ -73,6 +87,7 @@ def render_tree(index: int, out, method: str, params) -> str:
 
     for root in children.get(None, []):
         walk(root, "", True, 0)
+    lines.append(branch_vote(out))
     longest = max(len(s.token_ids) for s in out.sequences)
     full = params.max_sequences * longest
     lines.append(f"tokens: {out.generated_tokens} generated vs {params.max_sequences} x {longest} (M x longest branch) "

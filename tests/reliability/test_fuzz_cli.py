@@ -89,3 +89,30 @@ def test_output_and_json_contracts(tiny_ckpt, tmp_path, argv):
         assert set(doc) >= {"mode", "params", "stats", "prompts"}
     else:
         assert (tmp_path / "deep" / "new" / "o.json").exists()   # its folder was created, in sample mode too
+
+
+def test_a_failed_final_write_keeps_the_result(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    """The path was fine at the start, the write fails at the end: the document is kept and named."""
+    import importlib.util
+    import json
+
+    import eager_core.eval.io_utils as io_utils
+
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        spec = importlib.util.spec_from_file_location("generate_tool", REPO / "tools" / "generate.py")
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+
+        def full_disk(path, obj, indent=2):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(io_utils, "write_json_atomic", full_disk)
+        code = tool.run_main(tool.main, ["--ckpt", str(tiny_ckpt), "--prompt", "hi", "--max-tokens", "2",
+                                         "--output", str(tmp_path / "o.json")])
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "written to " in err, err
+    rescue = err.split("written to ", 1)[1].split(" instead", 1)[0]
+    assert json.loads(open(rescue).read())["prompts"][0]["prompt"] == "hi"
+    os.unlink(rescue)
