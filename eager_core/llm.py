@@ -37,9 +37,17 @@ class LLM:
     def __init__(self, ckpt: str | None = None, dtype: str = "float32", device: str = "cpu", block_size: int = 16,
                  num_kv_blocks: int | None = None, seed: int = 0, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
-                 tensor_parallel_size: int = 1, enforce_eager: bool = False, enable_prefix_caching: bool = True):
-        args = EngineArgs(ckpt, dtype, device, block_size, num_kv_blocks, seed, max_num_seqs, max_num_batched_tokens,
-                          max_model_len, tensor_parallel_size, enforce_eager, enable_prefix_caching)
+                 tensor_parallel_size: int = 1, enforce_eager: bool = False, enable_prefix_caching: bool = True,
+                 quantization: str | None = None, *, model: str | None = None, tokenizer: str | None = None,
+                 gpu_memory_utilization: float | None = None, **vllm_kwargs: Any):
+        # vLLM's names work too (docs/compat.md): model= for ckpt, tokenizer=, gpu_memory_utilization=,
+        # seed=None; its arguments without meaning here are accepted with a warning.
+        args = EngineArgs.from_vllm(ckpt, model, seed, extra=vllm_kwargs, dtype=dtype, device=device,
+                                    block_size=block_size, num_kv_blocks=num_kv_blocks, max_num_seqs=max_num_seqs,
+                                    max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+                                    tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
+                                    enable_prefix_caching=enable_prefix_caching, quantization=quantization,
+                                    tokenizer=tokenizer, gpu_memory_utilization=gpu_memory_utilization)
         self.llm_engine = LLMEngine.from_engine_args(args)
         self._call_ids = itertools.count()
         self._lock = threading.RLock()
@@ -60,13 +68,29 @@ class LLM:
 
     # --- generation -------------------------------------------------------------------------------
 
-    def generate(self, prompts: list[str] | str | None = None, params: SamplingParams | None = None,
+    def generate(self, prompts: list | str | None = None, params: SamplingParams | list | None = None,
                  prompt_token_ids: list[list[int]] | None = None,
-                 on_token: Callable[[Sequence, int], None] | None = None) -> list[RequestOutput]:
-        """Generate for every prompt (text or token ids); outputs come back in prompt order."""
-        params = self._sampling(params)
+                 on_token: Callable[[Sequence, int], None] | None = None, *,
+                 sampling_params: SamplingParams | list | None = None, use_tqdm: bool = False) -> list[RequestOutput]:
+        """Generate for every prompt; outputs come back in prompt order.
+
+        vLLM's shapes work too: ``generate(prompts, sampling_params)`` with a prompt as text, token
+        ids, or ``{"prompt": text}`` / ``{"prompt_token_ids": ids}``, one SamplingParams for all or a
+        list with one per prompt; ``use_tqdm`` shows progress on stderr.
+        """
+        if sampling_params is not None:
+            if params is not None:
+                raise RequestError("pass params or sampling_params, not both")
+            params = sampling_params
         check_callable(RequestError, "on_token", on_token)
-        return self._run([(p, params) for p in _prompt_list(prompts, prompt_token_ids)], on_token)
+        prompts = _prompt_list(prompts, prompt_token_ids)
+        if isinstance(params, (list, tuple)):
+            if len(params) != len(prompts):
+                raise RequestError(f"sampling_params has {len(params)} entries for {len(prompts)} prompts")
+            per_prompt = [self._sampling(p) for p in params]
+        else:
+            per_prompt = [self._sampling(params)] * len(prompts)
+        return self._run(list(zip(prompts, per_prompt)), on_token, progress=bool(use_tqdm))
 
     def chat(self, messages: list[dict] | list[list[dict]], params: SamplingParams | None = None,
              **kwargs: Any) -> list[RequestOutput]:
@@ -112,8 +136,8 @@ class LLM:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def _run(self, requests: list[tuple[Any, Any]], on_token: Callable[[Sequence, int], None] | None = None
-             ) -> list[RequestOutput]:
+    def _run(self, requests: list[tuple[Any, Any]], on_token: Callable[[Sequence, int], None] | None = None,
+             progress: bool = False) -> list[RequestOutput]:
         """Add every (prompt, params), step until all finish, publish the call's statistics."""
         engine = self.llm_engine
         with self._lock:
@@ -129,7 +153,7 @@ class LLM:
                     except RequestError as e:   # name the prompt as the caller knows it
                         raise RequestError(str(e).replace(f"request {rid!r}", f"prompts[{i}]")) from None
                     ids.append(rid)
-                return engine.run_until_finished(ids)
+                return engine.run_until_finished(ids, _progress_line(len(ids)) if progress else None)
             except BaseException:
                 engine.abort_request(ids)
                 raise
@@ -144,6 +168,20 @@ class LLM:
         if not isinstance(params, SamplingParams):
             raise RequestError(f"params is a {type(params).__name__}, expected SamplingParams")
         return params
+
+
+def _progress_line(total: int) -> Callable[[RunStats], None]:
+    """``use_tqdm``: one line on stderr, redrawn every step (tokens so far, tokens/s)."""
+    import sys
+    import time
+
+    start = time.perf_counter()
+
+    def show(stats: RunStats) -> None:
+        rate = stats.generated_tokens / max(time.perf_counter() - start, 1e-9)
+        sys.stderr.write(f"\rgenerating {total} prompts: {stats.generated_tokens} tokens, {rate:.0f} tok/s")
+        sys.stderr.flush()
+    return show
 
 
 def _conversations(messages: Any) -> list[list[dict]]:
@@ -171,13 +209,20 @@ def _prompt_list(prompts: list[str] | str | None, prompt_token_ids: list[list[in
                 isinstance(ids, (list, tuple)) for ids in prompt_token_ids):
             raise RequestError("prompt_token_ids must be a list of token-id lists, e.g. [[1, 2, 3]]")
         return [list(ids) for ids in prompt_token_ids]
-    if isinstance(prompts, str):
+    if isinstance(prompts, (str, dict)):
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)):
         raise RequestError(f"prompts is a {type(prompts).__name__}, expected a string or a list of strings")
+    out = []
     for i, p in enumerate(prompts):
+        if isinstance(p, dict):   # vLLM's TextPrompt {"prompt": text} / TokensPrompt {"prompt_token_ids": ids}
+            if isinstance(p.get("prompt_token_ids"), (list, tuple)):
+                out.append({"prompt": p.get("prompt"), "prompt_token_ids": list(p["prompt_token_ids"])})
+                continue
+            p = p.get("prompt")
         if not isinstance(p, str):
             raise RequestError(f"prompts[{i}] is a {type(p).__name__}, expected a string")
         if not p:   # checked on the text: a tokenizer that adds BOS would make it one token
             raise RequestError(f"prompts[{i}] is empty")
-    return list(prompts)
+        out.append(p)
+    return out

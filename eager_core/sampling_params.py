@@ -20,6 +20,7 @@ class SamplingParams:
     ``seed`` fixes the request's random streams; None draws one from the engine's seed.
     ``logprobs`` (vLLM's meaning): for each generated token, the log-probabilities of the top
     ``logprobs`` tokens plus the chosen one, over the whole vocabulary and before temperature.
+    ``prompt_logprobs``: the same for every prompt token (None for the first, which has no context).
     """
 
     temperature: float = 1.0
@@ -33,6 +34,7 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         e, f = RequestError, "SamplingParams."
@@ -56,3 +58,4 @@ class SamplingParams:
                                              lambda v: is_int(v) and v >= 0, "a list of token ids >= 0")
         check_bool(e, f + "ignore_eos", self.ignore_eos)
         check_int(e, f + "logprobs", self.logprobs, lo=0, hi=MAX_LOGPROBS, optional=True)
+        check_int(e, f + "prompt_logprobs", self.prompt_logprobs, lo=0, hi=MAX_LOGPROBS, optional=True)

@@ -47,9 +47,15 @@ def check_pool_fits(cfg: ModelConfig, dtype: torch.dtype, block_size: int, num_b
 
 
 def default_num_blocks(cfg: ModelConfig, dtype: torch.dtype, block_size: int, device: torch.device,
-                       max_tokens: int) -> int:
-    """Size the pool from free memory, capped at what ``max_tokens`` cached tokens can use."""
-    if device.type == "cuda":
+                       max_tokens: int, memory_fraction: float | None = None) -> int:
+    """Size the pool from free memory, capped at what ``max_tokens`` cached tokens can use.
+
+    ``memory_fraction`` (vLLM's ``gpu_memory_utilization``) takes that share of the free memory
+    instead of the defaults (half of a GPU's free memory; a quarter of the CPU's, at most 2 GiB).
+    """
+    if memory_fraction is not None:
+        budget = int((available_bytes(device) or DEFAULT_CPU_BUDGET) * memory_fraction)
+    elif device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = int(free * 0.5)
     else:

@@ -38,7 +38,7 @@ from eager_core.engine.controller import Decision, StepController
 from eager_core.engine.engine_args import EngineArgs
 from eager_core.engine.intake import encode_prompt, plan_request, stop_reason
 from eager_core.engine.loader import EngineParts, load_engine_parts
-from eager_core.engine.logprobs import StepLogprobs
+from eager_core.engine.logprobs import StepLogprobs, record_prompt_logprobs
 from eager_core.engine.outputs import RequestOutput, request_output
 from eager_core.engine.sequence import Request, Sequence
 from eager_core.engine.stats import RunStats
@@ -193,8 +193,8 @@ class LLMEngine:
             out = self.runner.run(batch)
             self.scheduler.register_computed(batch)
             self._note_blocks()
-            for seq, chunk in out.scores:
-                self._score(seq, chunk, changed)
+            for seq, first, chunk in out.scores:
+                self._score(seq, first, chunk, changed)
             seqs, logits = self._expand_pending_forks(out.seqs, out.logits)
             logits, seqs = self._drop_bad_rows(logits, seqs, changed)
             if seqs:
@@ -218,9 +218,14 @@ class LLMEngine:
             self.scheduler.add(req)
             self.stats.prompt_tokens += len(req.prompt_token_ids)
 
-    def _score(self, seq: Sequence, chunk: torch.Tensor, changed: dict) -> None:
-        """A scoring request keeps every position's logits; it ends when the prompt is in."""
+    def _score(self, seq: Sequence, first: int, chunk: torch.Tensor, changed: dict) -> None:
+        """Prompt rows: a scoring request keeps every position's logits (and ends when the prompt
+        is in); a request with ``prompt_logprobs`` keeps the records of the prompt tokens."""
         req = seq.request
+        if req.prompt_logprobs is not None:
+            record_prompt_logprobs(req, first, chunk, self.tokenizer)
+        if not req.score_only:
+            return
         req.prompt_logits.append(chunk)
         if not bool(torch.isfinite(chunk).all()):
             seq.dirty_kv = True

@@ -38,9 +38,13 @@ def load_engine_parts(args: EngineArgs) -> EngineParts:
         from eager_core.io.default_model import default_checkpoint
         ckpt = default_checkpoint()
     ckpt_dir = Path(ckpt)
-    device, dtype = torch.device(args.device), args.torch_dtype
+    device = torch.device(args.device)
+    if args.dtype == "auto":   # vLLM's default: the checkpoint's own dtype, where this engine runs it
+        torch_dtype = str(read_config(ckpt_dir).get("torch_dtype") or "float32").replace("torch.", "")
+        args.dtype = torch_dtype if torch_dtype in ("float32", "bfloat16", "float16") else "float32"
+    dtype = args.torch_dtype
     config = ModelConfig.from_hf(read_config(ckpt_dir), source=str(ckpt_dir / "config.json"))
-    tokenizer = Tokenizer.from_dir(ckpt_dir)
+    tokenizer = Tokenizer.from_dir(args.tokenizer or ckpt_dir)
     # Tensor parallel (SPMD: every rank of the group runs this same code): this rank's heads only.
     tp, model_cfg, weights = None, config, load_weights(ckpt_dir)
     if args.tensor_parallel_size != 1:
@@ -48,11 +52,12 @@ def load_engine_parts(args: EngineArgs) -> EngineParts:
         tp = TensorParallel.setup(args.tensor_parallel_size, device)
         device = tp.device
         model_cfg, weights = tp.shard(config, weights)
-    model = Transformer(model_cfg, weights, dtype, device, tp=tp)
+    model = Transformer(model_cfg, weights, dtype, device, tp=tp, quantization=args.quantization)
     max_model_len = min(args.max_model_len or config.max_position_embeddings, config.max_position_embeddings)
     num_kv_blocks = args.num_kv_blocks
     if num_kv_blocks is None:
-        num_kv_blocks = default_num_blocks(model_cfg, dtype, args.block_size, device, max_model_len * args.max_num_seqs)
+        num_kv_blocks = default_num_blocks(model_cfg, dtype, args.block_size, device, max_model_len * args.max_num_seqs,
+                                           args.gpu_memory_utilization)
     if tp is not None:   # same pool size on every rank, or their schedulers would diverge
         num_kv_blocks = tp.agree_min(num_kv_blocks)
     check_pool_fits(model_cfg, dtype, args.block_size, num_kv_blocks, device)

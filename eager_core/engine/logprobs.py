@@ -18,6 +18,29 @@ from eager_core.engine.sequence import Sequence
 from eager_core.io.tokenizer import Tokenizer
 
 
+def record_prompt_logprobs(req, first: int, logits: torch.Tensor, tokenizer: Tokenizer) -> None:
+    """Records of the prompt tokens predicted by positions ``first ..``: row j of ``logits`` is
+    position ``first + j``, whose distribution is that of prompt token ``first + j + 1``."""
+    k = req.params.prompt_logprobs
+    ids = req.prompt_token_ids
+    n = min(len(logits), len(ids) - 1 - first)   # the last position predicts a generated token
+    if n <= 0:
+        return
+    lp = torch.log_softmax(logits[:n].float(), dim=-1).cpu()
+    top = lp.topk(k, dim=-1) if k > 0 else None
+    for j in range(n):
+        token = ids[first + j + 1]
+        chosen = float(lp[j, token])
+        entry = {}
+        if top is not None:
+            for r, (tid, v) in enumerate(zip(top.indices[j].tolist(), top.values[j].tolist())):
+                entry[tid] = Logprob(v, r + 1, tokenizer.decode([tid], skip_special_tokens=False))
+        if token not in entry:
+            entry[token] = Logprob(chosen, int((lp[j] > chosen).sum()) + 1,
+                                   tokenizer.decode([token], skip_special_tokens=False))
+        req.prompt_logprobs.append(entry)
+
+
 class StepLogprobs:
     """The log-probabilities of this step's rows that want them, ready to record per chosen token."""
 

@@ -6,7 +6,8 @@ runner copies those blocks in one operation, then runs one forward over the pack
 returns logits only for the rows that need them:
 
 - decision rows: one per sequence whose context is complete after the step (it chooses a token);
-- score rows: every fed position of a ``score_only`` request (``LLMEngine`` scoring, ``LLM.logits``).
+- score rows: every prompt position fed for the first time, for requests that want prompt rows:
+  ``score_only`` ones (``LLMEngine`` scoring, ``LLM.logits``) and ``SamplingParams.prompt_logprobs``.
 
 A decode-only step can instead go through ``DecodeGraphs`` (decode_graphs.py): same inputs, padded
 to a static shape and replayed as a CUDA graph.
@@ -31,7 +32,7 @@ from eager_core.ops.paged_attention import use_paged_kernel
 class StepLogits:
     logits: torch.Tensor                          # [len(seqs), V] float32: the decision rows
     seqs: list[Sequence]                          # whose context is complete: each chooses a token
-    scores: list[tuple[Sequence, torch.Tensor]]   # score_only sequences: logits of every fed position
+    scores: list[tuple[Sequence, int, torch.Tensor]]   # (sequence, first prompt position, its rows' logits)
 
 
 class ModelRunner:
@@ -60,7 +61,7 @@ class ModelRunner:
         decide_rows: list[int] = []
         score_rows: list[int] = []
         sampled: list[Sequence] = []
-        scored: list[tuple[Sequence, int]] = []
+        scored: list[tuple[Sequence, int, int]] = []
         prefills: list[PrefillChunk] = []
         for idx, item in enumerate(items):
             seq, n, start = item.seq, item.n, item.seq.num_computed
@@ -70,10 +71,15 @@ class ModelRunner:
             slot_mapping += item.slots
             if idx >= num_decode:
                 prefills.append(PrefillChunk(offset, n, start + n, self._slots_of(seq.block_table, start + n).to(self.device)))
-            if seq.request.score_only:
-                score_rows += range(offset, offset + n)
-                scored.append((seq, n))
-            elif start + n == len(seq.token_ids):
+            req = seq.request
+            if req.wants_prompt_rows and seq.branch_id == 0 and start + n > req.prompt_positions_scored:
+                first = max(start, req.prompt_positions_scored)   # a recompute does not repeat them
+                last = min(start + n, len(req.prompt_token_ids))
+                if last > first:
+                    score_rows += range(offset + first - start, offset + last - start)
+                    scored.append((seq, first, last - first))
+                    req.prompt_positions_scored = last
+            if not req.score_only and start + n == len(seq.token_ids):
                 decide_rows.append(offset + n - 1)
                 sampled.append(seq)
         # Every copy-on-write of the step happens before the forward pass writes anything.
@@ -103,8 +109,8 @@ class ModelRunner:
         for it in items:
             it.seq.num_computed += it.n
         scores, row = [], len(decide_rows)
-        for seq, n in scored:
-            scores.append((seq, logits[row:row + n]))
+        for seq, first, n in scored:
+            scores.append((seq, first, logits[row:row + n]))
             row += n
         return StepLogits(logits[:len(decide_rows)] if scored else logits, sampled, scores)
 

@@ -50,6 +50,7 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
     finished: bool = False
     prompt_logits: torch.Tensor | None = None   # scoring requests: float32 [len(prompt), vocab]
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None   # SamplingParams.prompt_logprobs
 
 
 def sequence_text(seq: Sequence, tokenizer: Tokenizer) -> str:
@@ -68,6 +69,8 @@ def request_output(req: Request, tokenizer: Tokenizer) -> RequestOutput:
                                             seq.finish_reason, seq.error, parent, seq.branch_step,
                                             seq.branch_entropy, _copy(seq.logprobs),
                                             None if seq.logprobs is None else seq.cumulative_logprob))
+    if req.prompt_logprobs is not None:
+        out.prompt_logprobs = list(req.prompt_logprobs)
     if req.score_only and out.finished and req.prompt_logits:
         out.prompt_logits = torch.cat(req.prompt_logits)
     return out

@@ -177,7 +177,7 @@ class Scheduler:
         At least its last token is always left to compute (its logits are what the step is for),
         so only blocks that end before it can be reused. Scoring requests compute every position.
         """
-        if not self.bm.enable_caching or seq.request.score_only or seq.block_table or seq.num_computed:
+        if not self.bm.enable_caching or seq.request.wants_prompt_rows or seq.block_table or seq.num_computed:
             return
         bs, tokens = self.bm.block_size, seq.token_ids
         for j in range((len(tokens) - 1) // bs):

@@ -111,8 +111,14 @@ class Request:
         self.controller = controller
         self.controller_state = controller_state
         self.score_only = score_only
+        # Prompt positions need logits rows (all of them, computed here: never from the prefix cache).
+        self.wants_prompt_rows = score_only or params.prompt_logprobs is not None
         self.error: str | None = None      # why the whole family failed (e.g. it cannot fit in the pool)
         self.prompt_logits: list = []       # score_only: logits chunks of the prompt positions, in order
+        # SamplingParams.prompt_logprobs: one record per prompt token (None for the first), filled
+        # while the prompt is prefilled (never again on a recompute after preemption).
+        self.prompt_logprobs: list | None = [None] if params.prompt_logprobs is not None else None
+        self.prompt_positions_scored = 0    # leading prompt positions whose logits were taken (either kind)
         self.seqs: list[Sequence] = []
         self.next_branch_id = 0
         self.pending_forks = 0 if score_only else params.n - 1   # n > 1: forked once the prefill is done
