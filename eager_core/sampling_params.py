@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eager_core.errors import RequestError
-from eager_core.validation import check_bool, check_int, check_list, check_number, is_int
+from eager_core.validation import check_bool, check_int, check_list, check_number, is_int, named_arguments
 
 MAX_LOGPROBS = 20   # vLLM's default cap: the top-k of the entropy gate covers it without a second pass
 
 
+@named_arguments(RequestError)
 @dataclass
 class SamplingParams:
     """vLLM-style sampling parameters.

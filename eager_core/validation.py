@@ -80,6 +80,26 @@ def check_callable(err: type[EagerError], name: str, x: Any, optional: bool = Tr
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+def named_arguments(err: type[EagerError]):
+    """Class decorator for a parameters dataclass: an unknown or extra argument raises ``err`` naming
+    it (a vLLM field this engine does not have, a typo), not a ``TypeError`` from ``__init__``."""
+    def wrap(cls):
+        init = cls.__init__
+        fields = list(cls.__dataclass_fields__)
+
+        def __init__(self, *args, **kwargs):
+            unknown = sorted(set(kwargs) - set(fields))
+            if unknown:
+                raise err(f"{cls.__name__} has no field {', '.join(unknown)} (its fields: {', '.join(fields)})")
+            if len(args) > len(fields):
+                raise err(f"{cls.__name__} takes at most {len(fields)} arguments, got {len(args)}")
+            init(self, *args, **kwargs)
+        __init__.__doc__, __init__.__wrapped__ = init.__doc__, init
+        cls.__init__ = __init__
+        return cls
+    return wrap
+
+
 def clean_text(text: str) -> str:
     """``text`` with every lone surrogate replaced by U+FFFD (so it is valid Unicode, encodable as
     UTF-8). A byte that was not UTF-8 in argv arrives as one surrogate (``surrogateescape``) and

@@ -8,11 +8,12 @@ from typing import Any
 
 from eager_core.errors import RequestError
 from eager_core.sampling_params import SamplingParams
-from eager_core.validation import check_bool, check_choice, check_int, check_number
+from eager_core.validation import check_bool, check_choice, check_int, check_number, named_arguments
 
-METHODS = ("parallel", "eager-init", "eager", "eager-adapt")
+METHODS = ("parallel", "eager-init", "eager", "eager-adapt", "deepconf", "eager-deepconf")
 
 
+@named_arguments(RequestError)
 @dataclass
 class EagerParams:
     """Parameters of EAGer (Scalena et al., 2025) and its baselines.

@@ -192,3 +192,12 @@ def test_number_parsing_is_exact_and_bounded():
 
 def test_every_refusal_is_an_eager_error():
     assert issubclass(RequestError, EagerError) and issubclass(ConfigError, EagerError)
+
+
+def test_unknown_fields_are_named_request_errors_not_type_errors():
+    with pytest.raises(RequestError, match="SamplingParams has no field repetition_penalty"):
+        SamplingParams(repetition_penalty=1.1)
+    with pytest.raises(RequestError, match="EagerParams has no field thetaa"):
+        EagerParams(thetaa=1.0)
+    with pytest.raises(RequestError, match="at most"):
+        SamplingParams(*range(20))
