@@ -4,10 +4,13 @@
         --limit 100 --methods parallel,eager-init,eager,eager-adapt --theta 2.0,2.4 \\
         --max-sequences 8,16 --max-tokens 64 --out runs/chain_sum
     python tools/eval.py --dataset problems.jsonl --out runs/mine      # GSM8K- or MATH-style JSONL
+    python tools/eval.py --dataset ... --methods parallel,deepconf,eager-deepconf \
+        --confidence-percentile 10,90 --warmup-traces 4 --window-size 16 --out runs/conf   # DeepConf
     torchrun --nproc-per-node 4 tools/eval.py --dataset ... --out runs/x  # data parallel (docs/distributed.md)
 
-Writes results.json (parameters, metrics per setting, environment), generations.jsonl (one line
-per prompt and setting) and PNG plots into --out, and prints a summary table. Rerunning the same
+Writes results.json (parameters, metrics per setting with 95% bootstrap intervals over problems,
+environment), generations.jsonl (one line per prompt and setting) and PNG plots into --out, and
+prints a summary table. Rerunning the same
 command after an interruption resumes: finished batches are not redone. See
 eager_core/eval/harness.py for the resume unit (--batch-prompts) and the budget semantics.
 """
@@ -19,7 +22,7 @@ import os
 import sys
 
 import cli_common  # noqa: F401  (sets up the import path)
-from cli_common import add_model_flags, add_prefix_cache_flag, run_main
+from cli_common import add_model_flags, add_prefix_cache_flag, add_quantization_flag, run_main
 
 
 def _floats(text: str) -> list[float]:
@@ -43,18 +46,29 @@ def _names(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
+    add_quantization_flag(p)
     add_prefix_cache_flag(p)
     p.add_argument("--dataset", required=True,
                    help="reasoning-gym task spec (e.g. 'products:min_digits=1,max_digits=1') or a JSONL path")
     p.add_argument("--limit", type=int, default=None, help="number of problems (task size / first N lines)")
     p.add_argument("--seed", type=int, default=0, help="dataset generation and sampling seed")
     p.add_argument("--methods", type=_names, default=["parallel", "eager-init", "eager", "eager-adapt"],
-                   help="comma-separated: parallel, eager-init, eager, eager-adapt")
+                   help="comma-separated: parallel, eager-init, eager, eager-adapt, deepconf, eager-deepconf")
     p.add_argument("--theta", type=_floats, default=[2.2], help="entropy threshold(s), comma-separated")
     p.add_argument("--max-sequences", type=_ints, default=[8], help="M value(s), comma-separated")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--max-tokens", type=int, default=64, help="per-sequence generation cap")
     p.add_argument("--top-k-entropy", type=int, default=20)
+    dc = p.add_argument_group("DeepConf (methods deepconf, eager-deepconf; eager_core/eager/deepconf_params.py)")
+    dc.add_argument("--confidence-percentile", type=_floats, default=[90.0],
+                    help="threshold = this percentile of the warm-up traces' lowest group confidences; "
+                         "90 = DeepConf-low, 10 = DeepConf-high; comma-separated values are settings of their own")
+    dc.add_argument("--warmup-traces", type=int, default=4, help="warm-up traces per prompt (part of M)")
+    dc.add_argument("--window-size", type=int, default=2048,
+                    help="group size: tokens per sliding window of the group confidence (the paper's 2048 "
+                         "assumes traces of tens of thousands of tokens: scale it to --max-tokens)")
+    dc.add_argument("--top-k-confidence", type=int, default=20, help="k of the token confidence")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of every 95%% interval")
     p.add_argument("--prompt-template", default=None,
                    help="user-turn template with a {question} placeholder (default asks for \\boxed{})")
     p.add_argument("--batch-prompts", type=int, default=None,
@@ -79,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                         thetas=args.theta, max_sequences=args.max_sequences, temperature=args.temperature,
                         max_tokens=args.max_tokens, prompt_template=args.prompt_template,
                         batch_prompts=args.batch_prompts, top_k_entropy=args.top_k_entropy, ckpt=args.ckpt,
-                        dtype=args.dtype)
+                        dtype=args.dtype, confidence_percentiles=args.confidence_percentile,
+                        warmup_traces=args.warmup_traces, window_size=args.window_size,
+                        top_k_confidence=args.top_k_confidence, bootstrap=args.bootstrap)
     config.validate()   # fail on bad flags before the model loads
     if args.threads is not None:
         import torch
@@ -97,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun, a bare "cuda" means this process's GPU (cuda:$LOCAL_RANK), not everyone's cuda:0.
     device = str(rank_device(args.device)) if "LOCAL_RANK" in os.environ and args.device == "cuda" else args.device
     llm = LLM(args.ckpt, dtype=args.dtype, device=device, num_kv_blocks=args.num_kv_blocks, seed=args.seed,
-              tensor_parallel_size=args.tensor_parallel_size, enable_prefix_caching=args.enable_prefix_caching)
+              tensor_parallel_size=args.tensor_parallel_size, enable_prefix_caching=args.enable_prefix_caching,
+              quantization=args.quantization)
     try:   # under torchrun: run_eval on rank 0 only; the other ranks serve its llm.eager calls
         results = run_data_parallel(llm, lambda llm: run_eval(llm, config, args.out, progress=not args.no_progress,
                                                               log=log, dataset=dataset))

@@ -23,6 +23,7 @@ from eager_core.eager.step_signals import RowView, step_signals
 from eager_core.engine.controller import Decision
 from eager_core.engine.sampler import sample_rows
 from eager_core.engine.sequence import Request, Sequence
+from eager_core.ops import entropy_gate
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -83,7 +84,8 @@ class EagerInitController:
     """
 
     def decide(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | Decision]:
-        signals = step_signals(seqs, logits)
+        # The gate is looked up in this module at call time, so a fault can be injected into it (tests).
+        signals = step_signals(seqs, logits, entropy_gate)
         sampled = sample_rows(seqs, logits)   # each request's SamplingParams carry its temperature
         step = StepForks()
         decisions = [self.decide_row(signals.row(i, seq), sampled[i], step) for i, seq in enumerate(seqs)]

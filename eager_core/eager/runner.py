@@ -4,6 +4,10 @@
     eager-init    every prompt starts with one sequence and branches at high entropy, up to M
     eager         eager-init, then the saved budget goes to prompts with no correct answer yet
     eager-adapt   eager-init, then the saved budget goes to prompts that hit the cap M
+    deepconf      DeepConf online: warm-up traces set a confidence threshold, the other traces stop
+                  when their sliding-window confidence drops below it (confidence_runner.py)
+    eager-deepconf  the same warm-up, then an EAGer-init tree whose branches are pruned below the
+                  threshold, their slots given back to the prompt (confidence_runner.py)
 
 Every run is one batched engine call over all the prompts it concerns, so all prompts and all their
 branches share every decode step. Reallocation runs are fresh EAGer-init runs from the bare prompt,
@@ -19,13 +23,15 @@ in ``prompts``, so the outputs do not depend on how the prompts are sharded.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Callable, Protocol
 
 from eager_core.eager.budget import allocate_extra, split_tokens
+from eager_core.eager.confidence_runner import run_confidence
+from eager_core.eager.deepconf_params import CONFIDENCE_METHODS, DeepConfParams
 from eager_core.eager.eager_init import EAGER_INIT, EagerState
 from eager_core.eager.outputs import EagerOutput, RoundResult, build_output
 from eager_core.eager.params import METHODS, EagerParams, think_end_id
+from eager_core.eager.rounds import RoundRunner
 from eager_core.engine.llm_engine import LLMEngine
 from eager_core.engine.stats import RunStats
 from eager_core.errors import RequestError
@@ -84,36 +90,19 @@ def run_eager(engine: LLMEngine, prompts: list, params: EagerParams, method: str
     mine = [i for i in range(N) if shard.owns(i)]
     encoded = {i: _encode(engine, prompts[i], i) for i in mine}
     think_end = think_end_id(params, engine.tokenizer)
-    total = RunStats()
+    rounds = RoundRunner(engine, encoded, on_step)
     token_caps = split_tokens(params.budget_tokens, [1] * N) if params.budget_tokens else [None] * N
+    if method in CONFIDENCE_METHODS:   # a warm-up round, then the final round (confidence_runner.py)
+        conf = params if isinstance(params, DeepConfParams) else DeepConfParams.from_eager(params)
+        return run_confidence(rounds, conf, method, think_end, token_caps), rounds.total
 
     def run(indices: list[int], rnd: int, caps: list[int], thetas: list[float], token_budget: list) -> list[RoundResult]:
-        nonlocal total
-        states: dict[str, EagerState] = {}
-        engine.stats = RunStats()
-        ids: list[str] = []
-        tag = uuid.uuid4().hex[:12]
-        try:
-            for j, i in enumerate(indices):
-                if i not in encoded:   # another process runs it
-                    continue
-                st = EagerState(params, think_end, cap=caps[j], theta=thetas[j], token_cap=token_budget[j],
-                                branching=method != "parallel", round=rnd, prompt_index=i)
-                rid = f"eager-{tag}-{rnd}-{i}"
-                try:
-                    engine.add_request(rid, encoded[i], params.sampling_params(i, rnd, n=M if method == "parallel" else 1),
-                                       controller=EAGER_INIT, controller_state=st)
-                except RequestError as e:   # name the prompt as the caller knows it
-                    raise RequestError(str(e).replace(f"request {rid!r}", f"prompts[{i}]")) from None
-                ids.append(rid)
-                states[rid] = st
-            outs = engine.run_until_finished(ids, None if on_step is None else lambda s: on_step(total.then(s)))
-        except BaseException:
-            engine.abort_request(ids)
-            raise
-        finally:
-            total = total.then(engine.stats)
-        return [RoundResult(out, states[out.request_id]) for out in outs]
+        n = M if method == "parallel" else 1
+        return rounds.run(rnd, [
+            (i, params.sampling_params(i, rnd, n=n),
+             EagerState(params, think_end, cap=caps[j], theta=thetas[j], token_cap=token_budget[j],
+                        branching=method != "parallel", round=rnd, prompt_index=i))
+            for j, i in enumerate(indices)], EAGER_INIT)
 
     runs: dict[int, list[RoundResult]] = {i: [] for i in mine}
     for res in run(list(range(N)), 0, [M] * N, [params.theta] * N, token_caps):
@@ -122,7 +111,7 @@ def run_eager(engine: LLMEngine, prompts: list, params: EagerParams, method: str
     if method in ("eager", "eager-adapt"):
         facts, generated = shard.exchange(
             {i: (len(r[0].output.outputs), method == "eager" and _any_correct(r, answers[i], checker))
-             for i, r in runs.items()}, total.generated_tokens)
+             for i, r in runs.items()}, rounds.total.generated_tokens)
         counts = [facts[i][0] for i in range(N)]
         saturated = [c >= M for c in counts]
         solved = [facts[i][1] for i in range(N)] if method == "eager" else None
@@ -137,21 +126,21 @@ def run_eager(engine: LLMEngine, prompts: list, params: EagerParams, method: str
             thetas = [params.theta * (1.0 if saturated[i] else 0.8 ** retry) for i in todo]
             budget = (split_tokens(tokens_left, [remaining[i] for i in todo]) if tokens_left is not None
                       else [None] * len(todo))
-            before = total.generated_tokens
+            before = rounds.total.generated_tokens
             news = {}
             for res in run(todo, retry, [remaining[i] for i in todo], thetas, budget):
                 i = res.state.prompt_index
                 runs[i].append(res)
                 ok = solved is not None and (solved[i] or _any_correct([res], answers[i], checker))
                 news[i] = (remaining[i] - len(res.output.outputs), ok)
-            news, generated = shard.exchange(news, total.generated_tokens - before)
+            news, generated = shard.exchange(news, rounds.total.generated_tokens - before)
             for i, (left, ok) in news.items():
                 remaining[i] = left
                 if solved is not None:
                     solved[i] = ok
             if tokens_left is not None:
                 tokens_left -= generated
-    return [build_output(runs[i], engine.tokenizer, M) for i in mine], total
+    return [build_output(runs[i], engine.tokenizer, M) for i in mine], rounds.total
 
 
 def _encode(engine: LLMEngine, prompt, i: int) -> dict:

@@ -25,11 +25,13 @@ Rows are read through ``seq.request.controller_state``, an ``EagerState`` (or a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from eager_core.engine.sequence import Sequence
 from eager_core.ops import entropy_gate
+from eager_core.ops.entropy_result import EntropyGateResult
 
 # A -inf log-probability among the top-k (a vocabulary with fewer than k finite logits) would make
 # the confidence infinite and every later window mean NaN. exp(-1e4) is 0 in float32 already, so
@@ -81,8 +83,9 @@ def token_confidence(logits: torch.Tensor, logsumexp: torch.Tensor, k: int) -> t
     return -(top - logsumexp.unsqueeze(-1)).clamp_min(LOGPROB_FLOOR).mean(-1)
 
 
-def step_signals(seqs: list[Sequence], logits: torch.Tensor) -> StepSignals:
-    """The signals of every row of one ``decide`` call (one gate call per entropy setting)."""
+def step_signals(seqs: list[Sequence], logits: torch.Tensor,
+                 gate: Callable[..., EntropyGateResult] = entropy_gate) -> StepSignals:
+    """The signals of every row of one ``decide`` call (one ``gate`` call per entropy setting)."""
     n = len(seqs)
     states = [s.request.controller_state for s in seqs]
     groups: dict[tuple[int, str, int | None], list[int]] = {}
@@ -97,11 +100,11 @@ def step_signals(seqs: list[Sequence], logits: torch.Tensor) -> StepSignals:
     for (top_k, kind, conf_k), rows in groups.items():
         sub = logits if len(rows) == n else logits[torch.tensor(rows, device=logits.device)]
         th = torch.tensor([thresholds[i] for i in rows], dtype=torch.float32, device=logits.device)
-        gate = entropy_gate(sub, th, top_k=min(top_k, vocab), kind=kind)   # past the vocabulary: the full entropy
-        topk, full = gate.entropy_topk.tolist(), gate.entropy.tolist()
-        conf = token_confidence(sub, gate.logsumexp, conf_k).tolist() if conf_k is not None else None
-        for j, (i, ids, lps, b) in enumerate(zip(rows, gate.top2_ids.tolist(), gate.top2_logprobs.tolist(),
-                                                 gate.branch.tolist())):
+        res = gate(sub, th, top_k=min(top_k, vocab), kind=kind)   # past the vocabulary: the full entropy
+        topk, full = res.entropy_topk.tolist(), res.entropy.tolist()
+        conf = token_confidence(sub, res.logsumexp, conf_k).tolist() if conf_k is not None else None
+        for j, (i, ids, lps, b) in enumerate(zip(rows, res.top2_ids.tolist(), res.top2_logprobs.tolist(),
+                                                 res.branch.tolist())):
             sig.entropy[i] = topk[j] if kind == "topk" else full[j]
             sig.entropy_topk[i], sig.entropy_full[i] = topk[j], full[j]
             sig.top2_ids[i], sig.top2_logprobs[i], sig.branch[i] = ids, lps, b

@@ -16,7 +16,12 @@ different ones is refused (``ConfigError``) rather than mixing two experiments.
 
 Budget semantics. ``eager`` and ``eager-adapt`` reallocate the sequences EAGer-init saved
 (M x N in total) across the N prompts *of one call*. With the default (one batch) this is the
-paper's dataset-wide budget; with ``batch_prompts=B`` the budget is M x B per batch.
+paper's dataset-wide budget; with ``batch_prompts=B`` the budget is M x B per batch. ``deepconf``
+and ``eager-deepconf`` decide per prompt (at most M sequences, or M unpruned ones), so batching
+does not change them.
+
+Statistics. Every metric row gets 95% bootstrap intervals over problems and the comparison with
+parallel sampling subsampled to its #T (``report.add_intervals``, ``stats.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from eager_core.eager.deepconf_params import CONFIDENCE_METHODS, DeepConfParams
 from eager_core.eager.params import METHODS, EagerParams
 from eager_core.errors import ConfigError
 from eager_core.eval.answers import is_correct
@@ -34,7 +40,8 @@ from eager_core.eval.datasets import LoadedDataset, Problem, build_prompt, load_
 from eager_core.eval.io_utils import JsonlLog, write_json_atomic
 from eager_core.eval.progress import Progress
 from eager_core.eval.records import Setting, output_record, setting_metrics
-from eager_core.eval.report import environment, format_table, make_plots, parallel_baseline
+from eager_core.eval.report import add_intervals, environment, format_table, make_plots, parallel_baseline
+from eager_core.eval.stats import N_BOOT
 
 RESULTS = "results.json"
 GENERATIONS = "generations.jsonl"
@@ -61,6 +68,12 @@ class EvalConfig:
     ckpt: str | None = None          # recorded only; the caller builds the LLM
     dtype: str = "float32"
     extra: dict = field(default_factory=dict)   # free-form notes stored in results.json
+    # DeepConf methods (DeepConfParams); each percentile is a setting of its own
+    confidence_percentiles: Sequence[float] = (90.0,)
+    warmup_traces: int = 4
+    window_size: int = 2048
+    top_k_confidence: int = 20
+    bootstrap: int = N_BOOT       # resamples of every interval (changes no record)
 
     def validate(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -74,20 +87,43 @@ class EvalConfig:
             raise ConfigError(f"batch_prompts={self.batch_prompts}: expected an integer >= 1 or None (all)")
         EagerParams(theta=float(self.thetas[0]) if self.thetas else 2.0, max_sequences=self.max_sequences[0],
                     temperature=self.temperature, max_tokens=self.max_tokens, top_k_entropy=self.top_k_entropy)
+        if any(m in CONFIDENCE_METHODS for m in self.methods):
+            if not self.confidence_percentiles:
+                raise ConfigError("confidence_percentiles: at least one is needed for the DeepConf methods")
+            for q in self.confidence_percentiles:
+                DeepConfParams(**self.deepconf(q))
+        if not isinstance(self.bootstrap, int) or self.bootstrap < 1:
+            raise ConfigError(f"bootstrap={self.bootstrap!r}: expected an integer >= 1")
+
+    def deepconf(self, q: float) -> dict:
+        """DeepConf's parameters of one setting (recorded in its records' ``setting``)."""
+        return dict(confidence_percentile=float(q), warmup_traces=self.warmup_traces, window_size=self.window_size,
+                    top_k_confidence=self.top_k_confidence)
 
     def params(self) -> dict:
         d = asdict(self)
         d["methods"], d["thetas"], d["max_sequences"] = list(self.methods), list(self.thetas), list(self.max_sequences)
+        d["confidence_percentiles"] = list(self.confidence_percentiles)
         return d
 
 
-def sweep_settings(methods: Sequence[str], thetas: Sequence[float], max_sequences: Sequence[int]) -> list[Setting]:
-    """Every setting of the sweep, M outermost; ``parallel`` once per M (it has no theta)."""
+def sweep_settings(methods: Sequence[str], thetas: Sequence[float], max_sequences: Sequence[int],
+                   deepconf: Sequence[dict] = ()) -> list[Setting]:
+    """Every setting of the sweep, M outermost; ``parallel`` once per M (it has no theta).
+
+    ``deepconf``: one dict of DeepConf parameters per setting of the DeepConf methods (normally one
+    per confidence percentile). ``deepconf`` has no theta; ``eager-deepconf`` runs every theta with each.
+    """
     settings = []
+    extras = [tuple(d.items()) for d in deepconf] or [()]
     for m in max_sequences:
         for method in methods:
             if method == "parallel":
                 settings.append(Setting("parallel", None, m))
+            elif method == "deepconf":
+                settings.extend(Setting(method, None, m, extra) for extra in extras)
+            elif method == "eager-deepconf":
+                settings.extend(Setting(method, float(t), m, extra) for t in thetas for extra in extras)
             else:
                 settings.extend(Setting(method, float(t), m) for t in thetas)
     return list(dict.fromkeys(settings))   # drop duplicates, keep order
@@ -121,7 +157,8 @@ def run_eval(llm, config: EvalConfig, out_dir: str | os.PathLike, progress: bool
     os.makedirs(out_dir, exist_ok=True)
     loaded = dataset if dataset is not None else load_problems(config, log)
     problems = loaded.problems
-    settings = sweep_settings(config.methods, config.thetas, config.max_sequences)
+    settings = sweep_settings(config.methods, config.thetas, config.max_sequences,
+                              [config.deepconf(q) for q in config.confidence_percentiles])
     results_path = os.path.join(out_dir, RESULTS)
     _check_resumable(results_path, config)
     results = {"status": "running", "parameters": config.params(), "environment": environment(llm),
@@ -146,11 +183,14 @@ def run_eval(llm, config: EvalConfig, out_dir: str | os.PathLike, progress: bool
                     continue
                 _run_batch(llm, config, setting, b, batch, gen_log, bar, len(batches), checker)
             rows.append(setting_metrics(_records(gen_log, problems, setting), setting, ks))
+            # Intervals of every row so far (a later parallel run adds the deltas of earlier rows).
+            add_intervals([(row, _records(gen_log, problems, s)) for row, s in zip(rows, settings)],
+                          config.bootstrap, config.seed)
             results["settings"] = rows
             write_json_atomic(results_path, results)
         bar.finish()
-        by_setting = {(s.method, s.theta, s.max_sequences): _records(gen_log, problems, s) for s in settings}
-    thetas = list(config.thetas) if any(m != "parallel" for m in config.methods) else []
+        by_setting = {(s.method, s.theta, s.max_sequences, s.extra): _records(gen_log, problems, s) for s in settings}
+    thetas = list(config.thetas) if any(m not in ("parallel", "deepconf") for m in config.methods) else []
     results["parallel_subsampled"] = parallel_baseline(by_setting)
     results["plots"] = make_plots(rows, by_setting, thetas, out_dir, top_k=config.top_k_entropy)
     results["table"] = format_table(rows)
@@ -166,6 +206,8 @@ def _run_batch(llm, config: EvalConfig, setting: Setting, b: int, batch: list[Pr
                          max_sequences=setting.max_sequences, temperature=config.temperature,
                          max_tokens=config.max_tokens, top_k_entropy=config.top_k_entropy,
                          seed=batch_seed(config.seed, b))
+    if setting.method in CONFIDENCE_METHODS:
+        params = DeepConfParams.from_eager(params, **dict(setting.extra))
     prompts = [build_prompt(p, config.prompt_template) for p in batch]
     extra = {}
     if setting.method == "eager":

@@ -13,6 +13,8 @@ that prompt got*, except for ``unbiased_pass_at_k`` where k is fixed.
 * #S: mean number of sequences per prompt.
 * unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k) per prompt, averaged; only
   defined when every prompt has n >= k sequences.
+* weighted Cons@k (DeepConf): Cons@k with each vote weighted (by the trace's confidence), over
+  the sequences the caller lets vote (``weighted_vote``).
 
 Every function raises ``ValueError`` on empty or inconsistent input rather than returning a
 number that means nothing.
@@ -69,6 +71,28 @@ def majority_vote(answers: Sequence[str | None],
     # Dicts keep insertion order, so max() returns the first-seen answer among the tied.
     winner = max(counts, key=counts.__getitem__)
     return first_index[winner]
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
+                  key: Callable[[str], str] = canonical_answer) -> int | None:
+    """Index of the first sequence carrying the answer of largest total weight, or ``None`` if none voted.
+
+    DeepConf's vote: each answer's weight is the sum of its voters' weights (their confidences).
+    ``None`` answers (and ``None`` weights) do not vote; ties go to the answer seen first.
+    """
+    if len(answers) != len(weights):
+        raise ValueError(f"weighted_vote: {len(answers)} answers but {len(weights)} weights")
+    totals: dict[str, float] = {}
+    first_index: dict[str, int] = {}
+    for i, (answer, weight) in enumerate(zip(answers, weights)):
+        if answer is None or weight is None:
+            continue
+        k = key(answer)
+        totals[k] = totals.get(k, 0.0) + float(weight)
+        first_index.setdefault(k, i)
+    if not totals:
+        return None
+    return first_index[max(totals, key=totals.__getitem__)]
 
 
 def cons_at_k(answers_per_prompt: Sequence[Sequence[str | None]],

@@ -62,7 +62,8 @@ def test_random_command_lines_exit_0_or_2_without_a_traceback(tiny_ckpt, tmp_pat
             folder = tmp_path / f"case{batch_start + i}"
             folder.mkdir()
             argv = [a.replace(str(tmp_path), str(folder)) for a in argv]
-            procs.append((argv, subprocess.Popen([sys.executable, *argv], cwd=REPO, stdin=subprocess.DEVNULL,
+            argv[0] = str(REPO / argv[0])   # run from the case's own folder: relative paths land there
+            procs.append((argv, subprocess.Popen([sys.executable, *argv], cwd=folder, stdin=subprocess.DEVNULL,
                                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)))
         for argv, proc in procs:
             out, err = proc.communicate(timeout=240)
