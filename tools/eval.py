@@ -22,7 +22,7 @@ import os
 import sys
 
 import cli_common  # noqa: F401  (sets up the import path)
-from cli_common import add_model_flags, add_prefix_cache_flag, add_quantization_flag, run_main
+from cli_common import add_model_flags, add_prefix_cache_flag, add_quantization_flag, check_output_dir, run_main
 
 
 def _floats(text: str) -> list[float]:
@@ -97,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                         warmup_traces=args.warmup_traces, window_size=args.window_size,
                         top_k_confidence=args.top_k_confidence, bootstrap=args.bootstrap)
     config.validate()   # fail on bad flags before the model loads
+    check_output_dir(args.out)   # and on an output folder that cannot be written
     if args.threads is not None:
         import torch
 
-        if args.threads < 1:
+        if not 1 <= args.threads <= 4096:
             from eager_core.errors import ConfigError
-            raise ConfigError(f"--threads {args.threads}: expected an integer >= 1")
+            raise ConfigError(f"--threads {args.threads}: expected an integer in [1, 4096]")
         torch.set_num_threads(args.threads)
     rank0 = os.environ.get("RANK", "0") == "0"   # under torchrun, one process speaks
     log = lambda msg: print(msg, file=sys.stderr) if rank0 else None  # noqa: E731

@@ -117,3 +117,15 @@ def test_a_failed_final_write_keeps_the_result(tiny_ckpt, tmp_path, capsys, monk
     rescue = err.split("written to ", 1)[1].split(" instead", 1)[0]
     assert json.loads(open(rescue).read())["prompts"][0]["prompt"] == "hi"
     os.unlink(rescue)
+
+
+@pytest.mark.parametrize("out, needle", [("/proc/nope/ev", "cannot write there"), ("{file}", "is a file")])
+def test_eval_checks_its_output_folder_before_loading(tmp_path, out, needle):
+    """A checkpoint that does not exist: if --out were checked after loading, that error would come first."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    proc = subprocess.run([sys.executable, str(REPO / "tools/eval.py"), "--ckpt", str(tmp_path / "no-such-ckpt"),
+                           "--dataset", str(REPO / "tests/eval/fixtures/gsm8k_small.jsonl"),
+                           "--out", out.replace("{file}", str(afile)), "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
