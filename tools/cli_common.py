@@ -25,6 +25,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
 
+def add_quantization_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quantization", default=None, choices=["int8"],
+                        help="int8: linear weights stored as int8 with float scales (weight-only; activations "
+                             "and KV cache stay in --dtype); default: none")
+
+
 def add_prefix_cache_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
                         help="compute every prompt in full (default: shared prompt prefixes are computed once "
@@ -65,6 +71,25 @@ def check_output_path(path: str | None, flag: str = "--output") -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=target.parent, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RequestError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
+def check_output_dir(path: str, flag: str = "--out") -> None:
+    """Before any work: an output folder exists (created if needed), is a folder, and is writable."""
+    import os
+    import tempfile
+
+    from eager_core.errors import RequestError
+
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise RequestError(f"{flag} {path}: is a file, expected a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".write-check-")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
