@@ -13,6 +13,7 @@ import torch
 from eager_core.errors import ConfigError
 from eager_core.model.config import ModelConfig
 
+ZERO_AHEAD = 16   # blocks zeroed per first-use call (fewer, larger memsets)
 DEFAULT_CPU_BUDGET = 2 << 30   # bytes; the pool is zero-filled, so it is resident memory
 
 
@@ -79,10 +80,25 @@ class KVPool:
         # One block past the block manager's range is never handed out: the padding rows of a
         # static-shape decode step (decode_graphs.py) read and write only this scratch block.
         self.scratch_block = num_blocks
-        # Zero-filled on purpose: masked-out positions multiply their values by a probability of 0,
-        # which must never meet a NaN from uninitialised memory.
-        self.kv = torch.zeros(cfg.num_layers, 2, (num_blocks + 1) * block_size, cfg.num_kv_heads, cfg.head_dim,
+        # Zeroed before first use, not at allocation: masked-out positions multiply their values by a
+        # probability of 0, which must never meet a NaN from uninitialised memory; but zeroing the
+        # whole pool up front makes every page resident at start (2 GiB for the default pool on a
+        # CPU, for a one-line prompt). The block manager hands out never-used blocks in increasing
+        # order, so "every block below the high-water mark is zeroed" is all the state needed, and
+        # untouched pages of a large allocation stay virtual until a request needs them.
+        self.kv = torch.empty(cfg.num_layers, 2, (num_blocks + 1) * block_size, cfg.num_kv_heads, cfg.head_dim,
                               dtype=dtype, device=device)
+        self.kv[:, :, num_blocks * block_size:].zero_()   # the scratch block
+        self.zeroed_blocks = 0
+
+    def ensure_zeroed(self, block: int) -> None:
+        """Zero every block up to ``block`` that has never been zeroed (call before writing it)."""
+        if block < self.zeroed_blocks:
+            return
+        end = min(max(block + 1, self.zeroed_blocks + ZERO_AHEAD), self.num_blocks)   # a few at a time
+        bs = self.block_size
+        self.kv[:, :, self.zeroed_blocks * bs:end * bs].zero_()
+        self.zeroed_blocks = end
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy block src -> dst for every pair, in every layer, in one gather and one scatter."""

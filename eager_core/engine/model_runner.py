@@ -82,7 +82,10 @@ class ModelRunner:
             if not req.score_only and start + n == len(seq.token_ids):
                 decide_rows.append(offset + n - 1)
                 sampled.append(seq)
-        # Every copy-on-write of the step happens before the forward pass writes anything.
+        # Blocks used for the first time are zeroed (the pool is not zero-filled up front), then every
+        # copy-on-write of the step happens before the forward pass writes anything.
+        if slot_mapping:
+            self.kv_pool.ensure_zeroed(max(slot_mapping) // self.block_size)
         self.kv_pool.copy_blocks(batch.copies)
         graphs = self.graphs
         if (graphs is not None and num_decode == len(items) and not scored

@@ -105,3 +105,22 @@ def test_copy_blocks_copies_every_layer_and_both_halves_in_one_call():
         assert torch.equal(blk(pool.kv, b), blk(before, b))
     pool.copy_blocks([])                        # a step without copies is a no-op
     assert torch.equal(blk(pool.kv, 4), blk(before, 1))
+
+
+def test_the_pool_zeroes_blocks_on_first_use_only(tiny_ckpt):
+    """The KV pool is not zero-filled at allocation (its pages would all be resident at start);
+    every block is zeroed before its first write, and the high-water mark only moves forward."""
+    from eager_core import LLM, SamplingParams
+
+    llm = LLM(str(tiny_ckpt), num_kv_blocks=200, block_size=4)
+    pool = llm.kv_pool
+    bs = pool.block_size
+    assert pool.zeroed_blocks == 0
+    assert pool.kv[:, :, pool.scratch_block * bs:].abs().sum() == 0          # the scratch block is zeroed at once
+    llm.generate(prompt_token_ids=[[1, 2, 3, 4, 5, 6, 7]], params=SamplingParams(temperature=0, max_tokens=3))
+    used = pool.zeroed_blocks
+    assert 3 <= used < 200                                                  # what the request touched, not the pool
+    pool.kv[:, :, used * bs:pool.scratch_block * bs] = float("nan")          # stand-in for uninitialised memory
+    out = llm.generate(prompt_token_ids=[[9, 8, 7], [1, 2]] * 20, params=SamplingParams(temperature=0, max_tokens=12))
+    assert all(c.finish_reason != "error" for o in out for c in o.outputs)   # fresh blocks were zeroed first
+    assert pool.zeroed_blocks > used

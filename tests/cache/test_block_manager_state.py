@@ -56,6 +56,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.bm = BlockManager(NUM_BLOCKS, block_size, enable_caching=True)
         self.registered: list[list[int]] = []   # value lists whose full blocks were offered to the cache
         self.pool = KVPool(CFG, NUM_BLOCKS, block_size, torch.float32, torch.device("cpu"))
+        self.pool.ensure_zeroed(NUM_BLOCKS - 1)   # the engine zeroes a block before its first write
         self.tables: dict[int, list[int]] = {}
         self.model: dict[int, list[int]] = {}   # seq -> write id expected at each position
         self.next_seq = 0
