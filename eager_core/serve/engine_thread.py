@@ -48,7 +48,7 @@ class EngineThread:
         self.max_queue = max_queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: dict[str, asyncio.Queue] = {}   # unfinished requests (touched on the loop only)
-        self._lock = threading.Lock()                   # guards _aborts, _live and _stopping
+        self._lock = threading.Lock()                   # guards _aborts and _live
         self._aborts: list[str] = []
         self._live: set[str] = set()                    # ids the engine holds, as this thread knows them
         self._stopping = False
@@ -78,16 +78,19 @@ class EngineThread:
         if self.max_queue is not None and len(self._queues) >= self.max_queue:
             raise QueueFull()
         queue: asyncio.Queue = asyncio.Queue()
-        # Registered before the engine sees it, so that its first output has somewhere to go.
+        # Registered before the engine sees it, so that its first output has somewhere to go (and
+        # the stepping thread, which may finish it at once, never sees an id it does not know).
         self._queues[request_id] = queue
+        with self._lock:
+            self._live.add(request_id)
         try:
             self.engine.add_request(request_id, prompt, params, controller=controller,
                                     controller_state=controller_state)
         except BaseException:
             del self._queues[request_id]
+            with self._lock:
+                self._live.discard(request_id)
             raise
-        with self._lock:
-            self._live.add(request_id)
         self._wake.set()
         return queue
 
@@ -102,9 +105,13 @@ class EngineThread:
     def stop(self) -> None:
         """Begin shutdown: refuse new requests, abort every request, end every stream. Safe to call
         from a signal handler; ``join`` waits for the thread."""
-        with self._lock:
-            self._stopping = True
-        self._wake.set()
+        # No lock, and the wake-up is posted to the loop: a signal handler runs in the main thread,
+        # which may be inside this lock or inside Event.set (its lock) at that very moment.
+        self._stopping = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._wake.set()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread.is_alive():
