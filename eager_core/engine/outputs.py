@@ -54,8 +54,19 @@ class RequestOutput:
 
 
 def sequence_text(seq: Sequence, tokenizer: Tokenizer) -> str:
-    """The generated text, cut before a stop string when one ended the sequence."""
-    return seq.stop_text if seq.stop_text is not None else tokenizer.decode(seq.generated_ids)
+    """The generated text, cut before a stop string when one ended the sequence.
+
+    A finished sequence's text is decoded once and kept: ``LLMEngine.step`` reports a request's
+    every output each step it changes, and re-decoding its finished branches would cost O(length)
+    per step for nothing. (A running sequence is decoded whole each time it is reported.)
+    """
+    if seq.stop_text is not None:
+        return seq.stop_text
+    if seq.is_finished:
+        if seq.final_text is None:
+            seq.final_text = tokenizer.decode(seq.generated_ids)
+        return seq.final_text
+    return tokenizer.decode(seq.generated_ids)
 
 
 def request_output(req: Request, tokenizer: Tokenizer) -> RequestOutput:

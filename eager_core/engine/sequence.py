@@ -58,6 +58,7 @@ class Sequence:
         self.entropies: list[float] = []          # per generated token, filled by an entropy controller
         self.branch_entropy: float | None = None  # the entropy that created this branch
         self.stop_text: str | None = None         # the output text cut before the stop string that ended it
+        self.final_text: str | None = None        # the text once finished, decoded once (outputs.py)
         self.dirty_kv = False                     # wrote non-finite K/V: its blocks are zeroed when freed
         # Per generated token {token id: Logprob} when the request asks for logprobs (else None).
         self.logprobs: list[dict] | None = [] if request.params.logprobs is not None else None
