@@ -82,6 +82,11 @@ class LLMEngine:
     def kv_blocks_total(self) -> int:
         return self.block_manager.num_blocks
 
+    @property
+    def kv_blocks_cached(self) -> int:
+        """Free blocks that still hold a cached prompt prefix (counted in ``kv_blocks_free`` too)."""
+        return self.block_manager.num_cached
+
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)
 

@@ -121,7 +121,8 @@ class EngineThread:
         eng = self.engine
         return {"status": "stopping" if self._stopping else "ok", "running": eng.num_running,
                 "waiting": eng.num_waiting, "unfinished": self.num_unfinished,
-                "kv_blocks_free": eng.kv_blocks_free, "kv_blocks_total": eng.kv_blocks_total}
+                "kv_blocks_free": eng.kv_blocks_free, "kv_blocks_total": eng.kv_blocks_total,
+                "kv_blocks_cached": getattr(eng, "kv_blocks_cached", 0)}
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         for out in outputs:

@@ -33,6 +33,10 @@ def test_models_and_health(server, client, model_name):
     h = server.health()
     assert {"status", "running", "waiting", "kv_blocks_free", "kv_blocks_total"} <= set(h)
     assert h["status"] == "ok" and h["kv_blocks_total"] > 0
+    client.completions.create(model=model_name, prompt="a prompt long enough to fill a few KV blocks " * 3,
+                              max_tokens=2)
+    h = server.health()   # the prompt's full blocks stay cached (and count as free) after the request
+    assert 0 < h["kv_blocks_cached"] <= h["kv_blocks_free"]
 
 
 def test_greedy_chat_equals_offline_chat(client, offline, model_name):
