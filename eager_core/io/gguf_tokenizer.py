@@ -76,10 +76,13 @@ def _byte_level_model(gg: GGUFFile, tokens: list[str]) -> tuple[Tokenizer, set[s
     merges = []
     for line in _string_list(gg, "tokenizer.ggml.merges"):
         parts = line.split(" ")
-        if len(parts) != 2:
+        if len(parts) != 2 or not all(parts):   # " " would be two empty tokens, which no vocabulary holds
             raise CheckpointError(f"{gg.path}: merge {line!r} is not two tokens separated by one space")
         merges.append((parts[0], parts[1]))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    try:   # the tokenizers library refuses a merge of tokens outside the vocabulary (a corrupt file)
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    except Exception as e:  # noqa: BLE001 - its errors have no common type
+        raise CheckpointError(f"{gg.path}: the tokenizer's vocabulary and merges disagree ({e})") from None
     pre = gg.get("tokenizer.ggml.pre", "default")
     pre = pre if isinstance(pre, str) else "default"
     prefix = bool(gg.get("tokenizer.ggml.add_space_prefix", False))
