@@ -3,7 +3,8 @@
 #   1. build eager_core._C with its CUDA kernel (sm_90);
 #   2. engine on CUDA: greedy tokens vs CPU (with and without CUDA graphs), EAGer trees, decode speed
 #      vs transformers, bandwidth;
-#   3. the CUDA tests of the suite (tests/engine/test_decode_graphs.py);
+#   3. the CUDA tests of the suite (they skip without a GPU; here EAGER_CORE_REQUIRE_CUDA=1 makes a build
+#      without the CUDA kernel fail them): decode graphs, NaN isolation, the entropy kernel, EAGer on CUDA;
 #   4. the fused entropy kernel: correctness vs float64 and speed vs the PyTorch reference.
 # Every stage runs even if an earlier one failed. On the device tool:
 #   run(command="sh tools/gpu_check.sh", timeout_s=540)
@@ -24,8 +25,10 @@ if python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1; then stamp "bui
   tail -30 "$OUT/build.log"; stamp "BUILD FAILED (the checks go on with the PyTorch entropy fallback)"; fi
 python3 tools/gpu_check.py --json "$OUT/gpu_check.json" 2>&1 | grep -v Warning | tail -n 80
 stamp "gpu_check done"
-python3 -m pytest -q -p no:cacheprovider tests/engine/test_decode_graphs.py > "$OUT/pytest.log" 2>&1
-tail -5 "$OUT/pytest.log"; stamp "pytest done"
+EAGER_CORE_REQUIRE_CUDA=1 python3 -m pytest -q -rs -p no:cacheprovider tests/engine/test_decode_graphs.py \
+  tests/engine/test_cuda_decode.py tests/engine/test_nan_isolation.py tests/ops/test_entropy_cuda.py \
+  tests/eager/test_eager_cuda.py > "$OUT/pytest.log" 2>&1
+grep -E "^(FAILED|ERROR|SKIPPED)" "$OUT/pytest.log" | head -20; tail -1 "$OUT/pytest.log"; stamp "pytest done"
 python3 tools/device_check_entropy.py --out "$OUT" > "$OUT/entropy.log" 2>&1
 grep -E "^FAIL|correctness:|copy|B=|wrote" "$OUT/entropy.log" | tail -n 40
 stamp "all done"

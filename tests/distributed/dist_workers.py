@@ -34,8 +34,12 @@ def tp_diverge(rank: int, ckpt: str) -> None:
     llm.generate(["abc" if rank == 0 else "abd"], SamplingParams(temperature=0.0, max_tokens=4))
 
 
-def tp_rank1_raises_then_hangs(rank: int, ckpt: str, hang_s: float) -> list[int]:
-    """Rank 1 raises mid-generation and then stays alive without calling any collective."""
+def tp_rank1_raises_then_hangs(rank: int, ckpt: str, release: str, max_hang_s: float) -> list[int]:
+    """Rank 1 raises mid-generation and then stays alive without calling any collective, until rank 0
+    has given up (it creates the file ``release``) or ``max_hang_s`` passes. Rank 1's error says which:
+    only rank 0's collective timeout can free rank 0 while rank 1 is still alive."""
+    from pathlib import Path
+
     from eager_core import LLM, SamplingParams
 
     llm = LLM(ckpt, num_kv_blocks=64, tensor_parallel_size=2)
@@ -47,8 +51,14 @@ def tp_rank1_raises_then_hangs(rank: int, ckpt: str, hang_s: float) -> list[int]
     try:
         out = llm.generate(["hello"], SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True),
                            on_token=on_token)
-    except ValueError:
-        time.sleep(hang_s)   # a stuck rank: only the collective timeout can free its peers
+    except ValueError as e:
+        end = time.monotonic() + max_hang_s   # a stuck rank: only the collective timeout can free its peers
+        while not Path(release).exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        raise ValueError(f"{e}; {'released by rank 0' if Path(release).exists() else 'never released'}") from e
+    except BaseException:
+        if rank == 0:
+            Path(release).touch()   # rank 0 gave up while rank 1 hangs
         raise
     return out[0].outputs[0].token_ids
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
-import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -27,15 +26,22 @@ class RankResult:
     seconds: float = 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous_store():
+    """The ranks' rendezvous: a TCPStore served by this (the parent) process on a port the OS picks
+    (port 0) and holds until the ranks are done. Nothing can take the port between choosing it and
+    using it, as it could when a free port was probed, released, and bound again by rank 0.
+
+    The ranks join it as clients, as under torchrun, whose agent serves the store the same way
+    (TORCHELASTIC_USE_AGENT_STORE=True: env:// rendezvous then starts no server in rank 0)."""
+    from torch.distributed import TCPStore
+
+    return TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
 def _worker(rank: int, world: int, port: int, timeout_s: float, out: str, fn: Callable, args: tuple) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), EAGER_CORE_DIST_TIMEOUT=str(timeout_s), OMP_NUM_THREADS="1")
+                      MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True",
+                      EAGER_CORE_DIST_TIMEOUT=str(timeout_s), OMP_NUM_THREADS="1")
     import torch
 
     torch.set_num_threads(1)   # the ranks share the machine's cores
@@ -57,10 +63,11 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), tmp: Path | None = Non
     import tempfile
 
     tmp = Path(tmp or tempfile.mkdtemp())
-    port = free_port()
+    store = rendezvous_store()
     ctx = mp.get_context("spawn")
     outs = [str(tmp / f"rank{r}.pkl") for r in range(world)]
-    procs = [ctx.Process(target=_worker, args=(r, world, port, timeout_s, outs[r], fn, args)) for r in range(world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, store.port, timeout_s, outs[r], fn, args))
+             for r in range(world)]
     for p in procs:
         p.start()
     end = time.monotonic() + deadline_s

@@ -62,8 +62,9 @@ def test_a_rank_that_raises_stops_the_other_with_its_error(ckpt, tmp_path):
     r0, r1 = results
     assert r1.exitcode == 1 and "injected checker failure on rank 1" in r1.error, r1.error
     assert r0.exitcode == 1 and "DistributedError" in r0.error, r0.error
+    # Told by rank 1 itself (its error travelled), not freed by the 60 s collective timeout, which
+    # knows nothing of rank 1's error: no clock needed to tell the two apart.
     assert "rank 1 failed" in r0.error and "injected checker failure" in r0.error, r0.error
-    assert r0.seconds < 30, r0.seconds   # told by rank 1 at once, not by the 60 s timeout
 
 
 def test_one_process_without_torchrun_is_plain_eager(ckpt, monkeypatch):
