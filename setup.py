@@ -18,8 +18,10 @@ from setuptools import find_packages, setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CPU_SOURCES = ["csrc/entropy_gate_binding.cpp", "csrc/entropy_gate_cpu.cpp", "csrc/entropy_gate_cpu_simd.cpp",
                "csrc/small_linear_binding.cpp", "csrc/small_linear_cpu.cpp",
-               "csrc/paged_attention_binding.cpp", "csrc/paged_attention_cpu.cpp"]
-CUDA_SOURCES = ["csrc/entropy_gate_cuda.cu", "csrc/entropy_gate_cuda_binding.cpp"]
+               "csrc/paged_attention_binding.cpp", "csrc/paged_attention_cpu.cpp",
+               "csrc/int8_linear_binding.cpp", "csrc/int8_linear_cpu.cpp", "csrc/int8_linear_cpu_bf16.cpp"]
+CUDA_SOURCES = ["csrc/entropy_gate_cuda.cu", "csrc/entropy_gate_cuda_binding.cpp",
+                "csrc/int8_linear_cuda.cu", "csrc/int8_linear_cuda_binding.cpp"]
 STRICT = os.environ.get("EAGER_CORE_STRICT_BUILD", "") == "1"
 
 
@@ -115,7 +117,12 @@ setup(
     extras_require={
         # tools/eval.py: datasets, answer checking, plots
         "eval": ["reasoning-gym", "math-verify", "matplotlib"],
-        "test": ["pytest", "hypothesis", "transformers", "reasoning-gym", "math-verify", "matplotlib"],
+        # tools/serve.py: the OpenAI-compatible HTTP server (eager_core/serve/, docs/serving.md)
+        "serve": ["fastapi", "uvicorn"],
+        # mutation testing (docs/testing.md): tools/mutation_test.py needs only "test"; mutmut to compare
+        "mutation": ["mutmut"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "transformers", "reasoning-gym", "math-verify", "matplotlib",
+                 "fastapi", "uvicorn", "openai", "httpx"],
     },
     zip_safe=False,
     **_extension_setup(),

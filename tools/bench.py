@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import cli_common  # noqa: F401  (sets up the import path)
-from cli_common import add_model_flags, run_main
+from cli_common import add_model_flags, add_quantization_flag, run_main
 
 from bench_runners import MARKER, measure
 from bench_table import (build_rows, check_targets, format_table, linear_floor_ms, machine_bandwidth,
@@ -45,6 +45,7 @@ class BenchConfig:
     ckpt: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    quantization: str | None = None   # eager_core only (transformers runs unquantized in --dtype)
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     max_tokens: int = 256
     repeats: int = 1
@@ -60,6 +61,7 @@ class BenchConfig:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
+    add_quantization_flag(p)
     for action in p._actions:   # the shared flag's help describes LLM's default, which the bench replaces
         if action.dest == "num_kv_blocks":
             action.help = "engine KV pool size in blocks (default: sized to each workload's need)"
@@ -90,7 +92,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise ConfigError(f"--max-tokens {max_tokens}: expected at least 2 (one prefill token, one decode step)")
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats}: expected at least 1")
-    return BenchConfig(ckpt=args.ckpt, dtype=args.dtype, device=args.device, workloads=names, max_tokens=max_tokens,
+    return BenchConfig(ckpt=args.ckpt, dtype=args.dtype, device=args.device, quantization=args.quantization,
+                       workloads=names, max_tokens=max_tokens,
                        repeats=args.repeats, num_kv_blocks=args.num_kv_blocks, threads=args.threads,
                        bandwidth_bytes=(256 << 20) if args.quick else (1 << 30), in_process=args.in_process,
                        # --quick is a smoke run: fewer prompts in (c) and (d), so it takes about a minute
@@ -133,7 +136,8 @@ def run_bench(cfg: BenchConfig, log=print, on_result=None) -> dict[str, Any]:
                 f"{wl.max_tokens} new tokens]: {engine} ...")
             spec = dict(engine=engine, workload=wl.to_dict(), ckpt=cfg.ckpt, dtype=cfg.dtype, device=cfg.device,
                         repeats=max(cfg.repeats, 3) if name == "prefill" else cfg.repeats,
-                        num_kv_blocks=cfg.num_kv_blocks, threads=cfg.threads)
+                        num_kv_blocks=cfg.num_kv_blocks, threads=cfg.threads,
+                        quantization=cfg.quantization if engine.startswith("eager_core") else None)
             try:
                 results[name][engine] = measure(spec) if cfg.in_process else _measure_in_child(spec)
             except ChildFailed as exc:
@@ -191,7 +195,8 @@ def _floor_text(machine: dict[str, Any]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     cfg, machine = report["config"], report["machine"]
     head = (f"eager_core {report['revision']}  checkpoint {cfg['ckpt']}\n"
-            f"dtype {cfg['dtype']}  device {cfg['device']}  max_tokens {cfg['max_tokens']}"
+            f"dtype {cfg['dtype']}{'  eager_core quantization ' + cfg['quantization'] if cfg.get('quantization') else ''}"
+            f"  device {cfg['device']}  max_tokens {cfg['max_tokens']}"
             f"  torch threads {','.join(map(str, machine['torch_threads'])) or '?'}\n"
             f"machine: copy bandwidth {machine['bandwidth_gbs']:.2f} GB/s (read+write), {cfg['dtype']} matmul "
             f"{machine['matmul_gflops']:.1f} GFLOP/s; KV bytes per cached position {report['kv_bytes_per_position']}\n"

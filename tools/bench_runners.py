@@ -132,7 +132,7 @@ def _run_engine(spec: dict[str, Any], wl: Workload, variant: str | None) -> dict
 
     blocks = spec.get("num_kv_blocks") or kv_blocks_needed(wl)
     llm = LLM(spec["ckpt"], dtype=spec["dtype"], device=spec["device"], num_kv_blocks=blocks,
-              block_size=BLOCK_SIZE, seed=0)
+              block_size=BLOCK_SIZE, seed=0, quantization=spec.get("quantization"))
     warm = SamplingParams(temperature=0.0, max_tokens=min(4, wl.max_tokens), ignore_eos=True)
     llm.generate(prompt_token_ids=[wl.prompt_ids[0][:16]], params=warm)
     if variant is not None:

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Compile-check the CUDA kernel alone (it includes no torch header), as CI does:
-#   nvcc -c -arch=sm_90 csrc/entropy_gate_cuda.cu
+# Compile-check the CUDA kernels alone (they include no torch header), as CI does:
+#   nvcc -c -arch=sm_90 csrc/entropy_gate_cuda.cu csrc/int8_linear_cuda.cu
 # Exits 0 with "nvcc not found, skipped" on machines without nvcc.
 set -e
 cd "$(dirname "$0")/.."
@@ -17,3 +17,5 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 "$NVCC" -c -arch=sm_90 -O3 -Icsrc csrc/entropy_gate_cuda.cu -o "$out/entropy_gate_cuda.o"
 echo "nvcc compile check passed: csrc/entropy_gate_cuda.cu (sm_90)"
+"$NVCC" -c -arch=sm_90 -O3 -Icsrc csrc/int8_linear_cuda.cu -o "$out/int8_linear_cuda.o"
+echo "nvcc compile check passed: csrc/int8_linear_cuda.cu (sm_90)"

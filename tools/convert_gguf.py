@@ -4,6 +4,7 @@
     python tools/convert_gguf.py                               # SmolLM2 into the model cache
     python tools/convert_gguf.py --out ckpt/smollm2            # the installed SmolLM2 GGUF
     python tools/convert_gguf.py --gguf model.gguf --out ckpt --dtype bfloat16
+    python tools/convert_gguf.py --gguf model-Q8_0.gguf --out ckpt --keep-q8-0   # int8 kept for quantization="int8"
 
 Without --out the model goes to the cache the engine uses for its default model
 ($EAGER_CORE_CACHE, default ~/.cache/eager_core), reused if already converted.
@@ -38,10 +39,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the written weights (default: float32, exact for dequantized values)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+    parser.add_argument("--keep-q8-0", action="store_true",
+                        help="write Q8_0 matrices as int8 values + float16 scales (<name>.qweight/.scales), which "
+                             "LLM(..., quantization='int8') loads without a round trip through float")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     args = parser.parse_args(argv)
-    if args.out is None and (args.dtype != "float32" or args.overwrite):
-        parser.error("--dtype and --overwrite need --out (the model cache always holds float32)")
+    if args.out is None and (args.dtype != "float32" or args.overwrite or args.keep_q8_0):
+        parser.error("--dtype, --overwrite and --keep-q8-0 need --out (the model cache always holds float32)")
     return args
 
 
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:
             out = default_checkpoint(source)
         else:
-            out = convert_gguf(source, args.out, dtype=args.dtype, overwrite=args.overwrite)
+            out = convert_gguf(source, args.out, dtype=args.dtype, overwrite=args.overwrite, keep_q8_0=args.keep_q8_0)
     except EagerError as e:
         if args.debug:
             raise

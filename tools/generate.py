@@ -12,12 +12,13 @@ import json
 import sys
 
 import cli_common  # noqa: F401  (sets up the import path)
-from cli_common import add_model_flags, add_prefix_cache_flag, check_output_path, run_main
+from cli_common import add_model_flags, add_prefix_cache_flag, add_quantization_flag, check_output_path, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
+    add_quantization_flag(p)
     add_prefix_cache_flag(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); read from stdin when absent")
     p.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn with the chat template")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     llm = LLM(args.ckpt, dtype=args.dtype, device=args.device, num_kv_blocks=args.num_kv_blocks, seed=args.seed,
-              enable_prefix_caching=args.enable_prefix_caching)
+              enable_prefix_caching=args.enable_prefix_caching, quantization=args.quantization)
     if args.mode == "sample":
         run_sample(llm, prompts, args)
     else:

@@ -7,6 +7,10 @@ interrupted conversion never leaves a folder that looks like a checkpoint.
 
 Weights stream tensor by tensor into the safetensors file: peak memory is about one dequantized
 tensor, whatever the model size.
+
+With ``keep_q8_0=True``, Q8_0 matrices are not dequantized: each becomes ``<name>.qweight`` (int8)
+and ``<name>.scales`` (float16, one per 32 weights), the int8 layout eager_core loads directly
+(``LLM(..., quantization="int8")``; without it they are dequantized at load). See model/quantized.py.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gguf
 import torch
 
 from eager_core.errors import CheckpointError
@@ -22,7 +27,7 @@ from eager_core.io.checkpoint import resolve_dtype
 from eager_core.io.gguf_config import build_generation_config, build_model_config
 from eager_core.io.gguf_file import GGUFFile
 from eager_core.io.gguf_tensors import (REQUIRED_LAYER_TENSORS, check_quantization, dequantize, hf_name,
-                                        hf_shape, unpermute_qk)
+                                        hf_shape, q8_0_parts, unpermute_qk)
 from eager_core.io.gguf_tokenizer import build_tokenizer
 from eager_core.io.safetensors_format import write_safetensors
 
@@ -54,7 +59,11 @@ def _tensor_plan(gg: GGUFFile, config: dict) -> list[tuple[str, str]]:
 
 
 def _hf_tensor(gg: GGUFFile, name: str, config: dict, dtype: torch.dtype) -> torch.Tensor:
-    tensor = dequantize(gg.tensors[name], dtype)
+    return _hf_rows(dequantize(gg.tensors[name], dtype), name, config)
+
+
+def _hf_rows(tensor: torch.Tensor, name: str, config: dict) -> torch.Tensor:
+    """Q/K rows back in HF order (a row permutation: it applies to int8 values and scales alike)."""
     if ".attn_q." in name:
         tensor = unpermute_qk(tensor, config["num_attention_heads"])
     elif ".attn_k." in name:
@@ -62,23 +71,52 @@ def _hf_tensor(gg: GGUFFile, name: str, config: dict, dtype: torch.dtype) -> tor
     return tensor
 
 
+def _kept_q8_0(gg: GGUFFile, name: str, hf: str) -> bool:
+    return gg.tensors[name].tensor_type == gguf.GGMLQuantizationType.Q8_0 and len(gg.tensors[name].shape) == 2 \
+        and hf.endswith(".weight")
+
+
+def _write_plan(gg: GGUFFile, plan: list[tuple[str, str]], config: dict, dtype: torch.dtype, keep_q8_0: bool):
+    """(specs, tensors) for write_safetensors: one float tensor per plan entry, or qweight + scales."""
+    specs: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
+    jobs = []
+    for name, hf in plan:
+        shape = tuple(int(d) for d in reversed(gg.tensors[name].shape))
+        if keep_q8_0 and _kept_q8_0(gg, name, hf):
+            base = hf.removesuffix(".weight")
+            specs += [(base + ".qweight", torch.int8, shape), (base + ".scales", torch.float16, (shape[0], shape[1] // 32))]
+            jobs.append((name, True))
+        else:
+            specs.append((hf, dtype, shape))
+            jobs.append((name, False))
+
+    def tensors():
+        for name, keep in jobs:
+            if keep:
+                yield from (_hf_rows(t, name, config) for t in q8_0_parts(gg.tensors[name]))
+            else:
+                yield _hf_tensor(gg, name, config, dtype)
+    return specs, tensors()
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: torch.dtype | str = torch.float32,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, keep_q8_0: bool = False) -> Path:
     """Convert a Llama GGUF into an HF checkpoint folder at ``out_dir`` and return its path.
 
-    ``dtype`` is the dtype of the written weights (float32 keeps the dequantized values exactly).
+    ``dtype`` is the dtype of the written weights (float32 keeps the dequantized values exactly);
+    ``keep_q8_0`` writes Q8_0 matrices as int8 values + float16 scales instead (module docstring).
     Raises ``CheckpointError`` for a missing, truncated or corrupt file, a non-llama architecture, an
     unsupported quantization or tokenizer, and if ``out_dir`` exists (unless ``overwrite``).
     """
-    return write_checkpoint(GGUFFile(gguf_path), out_dir, dtype, overwrite)
+    return write_checkpoint(GGUFFile(gguf_path), out_dir, dtype, overwrite, keep_q8_0)
 
 
 def write_checkpoint(gg: GGUFFile, out_dir: str | Path, dtype: torch.dtype | str = torch.float32,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, keep_q8_0: bool = False) -> Path:
     """``convert_gguf`` for an already parsed file. Everything is checked before anything is written."""
     torch_dtype = resolve_dtype(dtype)
     config = build_model_config(gg, _DTYPE_NAMES[torch_dtype])
@@ -89,8 +127,10 @@ def write_checkpoint(gg: GGUFFile, out_dir: str | Path, dtype: torch.dtype | str
     if tokenizer.get_vocab_size(with_added_tokens=True) > config["vocab_size"]:
         raise CheckpointError(f"{gg.path}: the tokenizer has {tokenizer.get_vocab_size(with_added_tokens=True)} "
                               f"tokens but the embedding only {config['vocab_size']} rows")
-    specs = [(hf, torch_dtype, tuple(int(d) for d in reversed(gg.tensors[name].shape))) for name, hf in plan]
-    tensors = (_hf_tensor(gg, name, config, torch_dtype) for name, _ in plan)
+    specs, tensors = _write_plan(gg, plan, config, torch_dtype, keep_q8_0)
+    if keep_q8_0 and any(spec[1] == torch.int8 for spec in specs):   # for readers: not an HF quantization
+        config["quantization_config"] = {"quant_method": "eager_core_int8", "bits": 8, "group_size": 32,
+                                         "source": "gguf Q8_0"}
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         write_safetensors(tmp / "model.safetensors", specs, tensors, metadata={"format": "pt"})
         _write_json(tmp / "config.json", config)

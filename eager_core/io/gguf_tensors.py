@@ -119,3 +119,19 @@ def dequantize(tensor, dtype: torch.dtype) -> torch.Tensor:
     if not array.flags.writeable:  # F32 tensors come back as read-only views of the memory-mapped file
         array = array.copy()
     return torch.from_numpy(array).reshape(shape).to(dtype)
+
+
+def q8_0_parts(tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Q8_0 matrix as (int8 values [N, K], float16 scales [N, K / 32]) in HF orientation, bit for bit.
+
+    A Q8_0 block is 32 weights: a float16 scale d, then 32 int8 values q; weight = d * q. This is the
+    layout of eager_core's ``Int8Weight`` with groups of 32, so no value passes through float.
+    """
+    if tensor.tensor_type != gguf.GGMLQuantizationType.Q8_0 or len(tensor.shape) != 2:
+        raise CheckpointError(f"GGUF tensor {tensor.name!r} is not a Q8_0 matrix")
+    k, n = (int(d) for d in tensor.shape)
+    blocks = np.asarray(tensor.data).reshape(n, k // 32, 34)
+    scales = np.ascontiguousarray(blocks[..., :2]).view(np.float16).reshape(n, k // 32)
+    values = np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(n, k)
+    return torch.from_numpy(values.copy()), torch.from_numpy(scales.copy())
+

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from eager_core.ops.int8_linear import Int8Weight, int8_swiglu
 from eager_core.ops.linear import linear
 
 
@@ -84,9 +85,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
 # MLP
 # ---------------------------------------------------------------------------------------------
 
-def swiglu_mlp(x: torch.Tensor, gate_up_w: torch.Tensor, gate_up_b: torch.Tensor | None,
-               down_w: torch.Tensor, down_b: torch.Tensor | None) -> torch.Tensor:
+def swiglu_mlp(x: torch.Tensor, gate_up_w: torch.Tensor | Int8Weight, gate_up_b: torch.Tensor | None,
+               down_w: torch.Tensor | Int8Weight, down_b: torch.Tensor | None) -> torch.Tensor:
     """down(silu(gate(x)) * up(x)); gate and up are fused into one matmul at load time."""
+    if isinstance(gate_up_w, Int8Weight):   # int8: matmul and SwiGLU in one compiled call where it can
+        return linear(int8_swiglu(x, gate_up_w, gate_up_b), down_w, down_b)
     gate_up = linear(x, gate_up_w, gate_up_b)
     gate, up = gate_up.chunk(2, dim=-1)
     return linear(F.silu(gate) * up, down_w, down_b)

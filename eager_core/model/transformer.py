@@ -18,22 +18,27 @@ from eager_core.errors import CheckpointError
 from eager_core.model.attention import AttentionMetadata, paged_attention, write_kv
 from eager_core.model.config import ModelConfig
 from eager_core.model.layers import apply_rope, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
+from eager_core.model.quantized import (INT8_LM_HEAD, check_quantization, fused_int8, prequantized,
+                                        weight_nbytes)
+from eager_core.ops.int8_linear import Int8Weight
 from eager_core.ops.linear import linear
+
+Linear = torch.Tensor | Int8Weight   # a linear weight [out, in]: float, or weight-only int8 (model/quantized.py)
 
 
 @dataclass
 class LayerWeights:
     input_norm: torch.Tensor
-    qkv_w: torch.Tensor
+    qkv_w: Linear
     qkv_b: torch.Tensor | None
-    o_w: torch.Tensor
+    o_w: Linear
     o_b: torch.Tensor | None
     q_norm: torch.Tensor | None
     k_norm: torch.Tensor | None
     post_norm: torch.Tensor
-    gate_up_w: torch.Tensor
+    gate_up_w: Linear
     gate_up_b: torch.Tensor | None
-    down_w: torch.Tensor
+    down_w: Linear
     down_b: torch.Tensor | None
 
 
@@ -57,12 +62,17 @@ class Transformer:
     With ``tp`` (tensor parallel), ``cfg`` and ``weights`` are this rank's shard: its heads and MLP
     rows (see model/tensor_parallel.py); o_proj and down_proj yield partial sums that ``tp``
     all-reduces, and their biases are added once, after the sum.
+
+    With ``quantization="int8"`` every linear weight, the LM head included, is an ``Int8Weight``
+    (weight-only int8; see model/quantized.py); activations and the KV cache stay in ``dtype``.
     """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype,
-                 device: str | torch.device = "cpu", tp: RowParallel | None = None):
+                 device: str | torch.device = "cpu", tp: RowParallel | None = None, quantization: str | None = None):
+        check_quantization(quantization)
         self.cfg, self.dtype, self.device, self.tp = cfg, dtype, torch.device(device), tp
-        take = _WeightTaker(weights, dtype, self.device)
+        self.quantization = quantization
+        take = _WeightTaker(weights, dtype, self.device, quantization)
         h, hd = cfg.hidden_size, cfg.head_dim
         q_out, kv_out = cfg.num_heads * hd, cfg.num_kv_heads * hd
         self.embed = take("model.embed_tokens.weight", (cfg.vocab_size, h))
@@ -80,22 +90,26 @@ class Transformer:
                                        take(mlp + "up_proj.bias", (cfg.intermediate_size,))])
             self.layers.append(LayerWeights(
                 input_norm=take(p + "input_layernorm.weight", (h,)),
-                qkv_w=torch.cat([take(attn + "q_proj.weight", (q_out, h)), take(attn + "k_proj.weight", (kv_out, h)),
-                                 take(attn + "v_proj.weight", (kv_out, h))]),
+                qkv_w=take.linear((attn + "q_proj", (q_out, h)), (attn + "k_proj", (kv_out, h)),
+                                  (attn + "v_proj", (kv_out, h))),
                 qkv_b=qkv_b,
-                o_w=take(attn + "o_proj.weight", (h, q_out)),
+                o_w=take.linear((attn + "o_proj", (h, q_out))),
                 o_b=take(attn + "o_proj.bias", (h,)) if cfg.o_bias else None,
                 q_norm=take(attn + "q_norm.weight", (hd,)) if cfg.qk_norm else None,
                 k_norm=take(attn + "k_norm.weight", (hd,)) if cfg.qk_norm else None,
                 post_norm=take(p + "post_attention_layernorm.weight", (h,)),
-                gate_up_w=torch.cat([take(mlp + "gate_proj.weight", (cfg.intermediate_size, h)),
-                                     take(mlp + "up_proj.weight", (cfg.intermediate_size, h))]),
+                gate_up_w=take.linear((mlp + "gate_proj", (cfg.intermediate_size, h)),
+                                      (mlp + "up_proj", (cfg.intermediate_size, h))),
                 gate_up_b=gate_up_b,
-                down_w=take(mlp + "down_proj.weight", (h, cfg.intermediate_size)),
+                down_w=take.linear((mlp + "down_proj", (h, cfg.intermediate_size))),
                 down_b=take(mlp + "down_proj.bias", (h,)) if cfg.mlp_bias else None,
             ))
         self.norm = take("model.norm.weight", (h,))
-        self.lm_head = self.embed if cfg.tie_word_embeddings else take("lm_head.weight", (cfg.vocab_size, h))
+        head = "model.embed_tokens" if cfg.tie_word_embeddings else "lm_head"
+        if quantization is not None and INT8_LM_HEAD:   # tied: an int8 copy; the float embedding stays for lookups
+            self.lm_head: Linear = take.linear((head, (cfg.vocab_size, h)))
+        else:
+            self.lm_head = self.embed if cfg.tie_word_embeddings else take("lm_head.weight", (cfg.vocab_size, h))
         self.inv_freq = rope_inv_freq(hd, cfg.rope_theta, cfg.rope_scaling).to(self.device)
         self.scale = hd ** -0.5
 
@@ -104,7 +118,7 @@ class Transformer:
         tensors = [self.norm, self.lm_head]
         for lw in self.layers:
             tensors += [t for t in vars(lw).values() if t is not None]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(weight_nbytes(t) for t in tensors)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
@@ -155,12 +169,25 @@ class Transformer:
 
 
 class _WeightTaker:
-    """Fetch a named tensor, check its shape, cast it; a missing or mis-shaped tensor is a CheckpointError."""
+    """Fetch a named tensor, check its shape, cast it; a missing or mis-shaped tensor is a CheckpointError.
 
-    def __init__(self, weights: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device):
-        self.weights, self.dtype, self.device = weights, dtype, device
+    ``linear`` fetches (and fuses) linear weights: float in ``dtype``, or ``Int8Weight`` under
+    ``quantization="int8"``, from float or pre-quantized checkpoint tensors (model/quantized.py).
+    """
+
+    def __init__(self, weights: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
+                 quantization: str | None = None):
+        self.weights, self.dtype, self.device, self.quantization = weights, dtype, device, quantization
 
     def __call__(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        return self.raw(name, shape).to(device=self.device, dtype=self.dtype).contiguous()
+
+    def raw(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """The checked float tensor in the checkpoint's dtype, on the CPU (a pre-quantized one dequantized)."""
+        if name not in self.weights and name.endswith(".weight") and len(shape) == 2:
+            pre = prequantized(self.weights, name.removesuffix(".weight"), shape)
+            if pre is not None:
+                return pre.dequantize(torch.float32)
         if name not in self.weights:
             raise CheckpointError(f"checkpoint is missing tensor {name!r} (expected shape {list(shape)})")
         t = self.weights[name]
@@ -168,4 +195,13 @@ class _WeightTaker:
             raise CheckpointError(f"tensor {name!r} has shape {list(t.shape)}, expected {list(shape)}")
         if not t.is_floating_point():
             raise CheckpointError(f"tensor {name!r} has dtype {t.dtype}, expected a floating-point type")
-        return t.to(device=self.device, dtype=self.dtype).contiguous()
+        return t
+
+    def linear(self, *parts: tuple[str, tuple[int, int]]) -> Linear:
+        """The weights ``<prefix>.weight`` of ``parts`` [(prefix, shape)], stacked along the output rows."""
+        if self.quantization is None:
+            tensors = [self(prefix + ".weight", shape) for prefix, shape in parts]
+            return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        found = [(prefix + ".weight", prequantized(self.weights, prefix, shape) or self.raw(prefix + ".weight", shape))
+                 for prefix, shape in parts]
+        return fused_int8(found, self.device)

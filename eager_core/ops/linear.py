@@ -6,6 +6,7 @@ matrix-vector product runs on one thread), so for CPU inputs with at most ``SMAL
 the compiled kernel (csrc/small_linear_cpu.cpp) splits the weight rows across the threads and
 reads each one once: float32 with AVX-512F, bfloat16 with AVX512-BF16 dot products (float32
 accumulation, like oneDNN). Everything else (prefill, GPUs, float16, no extension) goes to F.linear.
+A weight-only int8 weight (``Int8Weight``) goes to ``int8_linear`` instead, whatever the rows.
 
 Results differ from F.linear only in summation order (~1e-6 relative in float32; in bfloat16 the
 output rounding dominates).
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from eager_core.ops._extension import extension_disabled, load_extension
+from eager_core.ops.int8_linear import Int8Weight, int8_linear
 
 # Rows up to which the kernel beats the BLAS path on the 2-core reference machine (docs/performance.md).
 SMALL_M = {torch.float32: 32, torch.bfloat16: 16}
@@ -40,8 +42,10 @@ def use_small_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and weight.is_contiguous() and _kernel_available(x.dtype) and not extension_disabled())
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias, like F.linear."""
+def linear(x: torch.Tensor, weight: torch.Tensor | Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias, like F.linear; an ``Int8Weight`` goes to ``int8_linear`` (ops/int8_linear.py)."""
+    if isinstance(weight, Int8Weight):
+        return int8_linear(x, weight, bias)
     if use_small_linear(x, weight):
         return torch.ops.eager_core.small_linear(x, weight, bias)
     return F.linear(x, weight, bias)

@@ -1,0 +1,49 @@
+/*
+ * int8_linear.h: y = x (q * s)^T + b with int8 weights q [N, K] and float32 scales s, for few rows
+ * of x (a decode step). Weight-only quantization: x, y and b stay float (bf16/f16 models widen x to
+ * float32 in the binding and round y once at the end), so the only error is the weights' own.
+ *
+ * Why: a decode step streams every weight once and the CPU is limited by that stream. int8 weights
+ * are half the bytes of bf16 and a quarter of float32. Converting them to float32 in registers
+ * (vpmovsxbd + vcvtdq2ps) costs two instructions per 16 weights, shared by every row of x.
+ *
+ * Scales: scales [N, K / group], one per `group` consecutive weights of a row. group == K is one
+ * scale per output channel (applied once, after the dot product); otherwise group must be a
+ * multiple of 16 (one scale per 16-lane vector, multiplied into the weights before the FMAs).
+ *
+ * No torch header here: the kernels are compiled under target pragmas (see small_linear.h).
+ */
+#ifndef EAGER_CORE_INT8_LINEAR_H
+#define EAGER_CORE_INT8_LINEAR_H
+
+#include <stdint.h>
+
+namespace eager_core {
+namespace int8_linear {
+
+/* Most rows of x the kernel takes; more rows go to dequantize + BLAS (eager_core/ops/int8_linear.py). */
+constexpr int64_t kMaxRows = 64;
+
+/* Columns [n_begin, n_end) of y [M, N] (row stride ldy) = x [M, K] @ dequant(W)^T + bias (may be
+ * null). x, W dense row-major, M <= kMaxRows, group == K or group % 16 == 0 and K % group == 0. */
+void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scales, int64_t group,
+          const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
+
+/* The implementation rows() runs, chosen once from the CPU and EAGER_CORE_CPU_ISA:
+ * "avx512" (AVX-512F/BW/VL), "avx2" (AVX2 + FMA) or "baseline" (portable C++). */
+const char* isa_name();
+
+/* bfloat16 x (raw bits): each group's weights are widened, scaled, rounded to bfloat16 in registers
+ * and multiplied with AVX512-BF16 dot products (32 products per instruction, float32 accumulation):
+ * what F.linear computes with the weight dequantized to bfloat16 (per-channel scales: the int8 values
+ * are exact in bfloat16 and the scale is applied in float32 after the sum). Twice the arithmetic rate
+ * of rows() at 8+ rows. Needs rows_bf16_supported(), K % 32 == 0, and group == K or group % 32 == 0;
+ * y is float32. */
+bool rows_bf16_supported();
+void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* scales, int64_t group,
+               const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
+
+}  // namespace int8_linear
+}  // namespace eager_core
+
+#endif
