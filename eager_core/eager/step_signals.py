@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from eager_core.engine.controller import take_rows
 from eager_core.engine.sequence import Sequence
 from eager_core.ops import entropy_gate
 from eager_core.ops.entropy_result import EntropyGateResult
@@ -98,7 +99,7 @@ def step_signals(seqs: list[Sequence], logits: torch.Tensor,
                       thresholds, [None] * n)
     vocab = logits.shape[-1]
     for (top_k, kind, conf_k), rows in groups.items():
-        sub = logits if len(rows) == n else logits[torch.tensor(rows, device=logits.device)]
+        sub = take_rows(logits, rows)
         th = torch.tensor([thresholds[i] for i in rows], dtype=torch.float32, device=logits.device)
         res = gate(sub, th, top_k=min(top_k, vocab), kind=kind)   # past the vocabulary: the full entropy
         topk, full = res.entropy_topk.tolist(), res.entropy.tolist()

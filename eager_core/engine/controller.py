@@ -65,4 +65,24 @@ class SamplingController:
         pass
 
 
+def take_rows(logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """``logits[rows]``, without a copy when ``rows`` is every row in order (the common case)."""
+    if rows == list(range(len(logits))):
+        return logits
+    return logits[torch.tensor(rows, dtype=torch.long, device=logits.device)]
+
+
+def decide_all(seqs: list[Sequence], logits: torch.Tensor) -> list[int | Decision]:
+    """Every row's decision: one ``decide`` call per controller, over all of its rows at once."""
+    groups: dict[int, list[int]] = {}
+    for i, seq in enumerate(seqs):
+        groups.setdefault(id(seq.request.controller), []).append(i)
+    decisions: list[int | Decision] = [0] * len(seqs)
+    for rows in groups.values():
+        picked = seqs[rows[0]].request.controller.decide([seqs[i] for i in rows], take_rows(logits, rows))
+        for i, d in zip(rows, picked):
+            decisions[i] = d
+    return decisions
+
+
 SAMPLING = SamplingController()   # stateless: every plain request shares it (one batched call a step)

@@ -34,7 +34,7 @@ import torch
 
 from eager_core.cache.block_manager import BlockManager
 from eager_core.errors import RequestError
-from eager_core.engine.controller import Decision, StepController
+from eager_core.engine.controller import Decision, StepController, decide_all, take_rows
 from eager_core.engine.engine_args import EngineArgs
 from eager_core.engine.intake import encode_prompt, plan_request, stop_reason
 from eager_core.engine.loader import EngineParts, load_engine_parts
@@ -200,7 +200,8 @@ class LLMEngine:
             self._note_blocks()
             for seq, first, chunk in out.scores:
                 self._score(seq, first, chunk, changed)
-            seqs, logits = self._expand_pending_forks(out.seqs, out.logits)
+            seqs, rows = self.scheduler.fork_pending_siblings(out.seqs)   # n > 1: share the prompt's logits
+            logits = take_rows(out.logits, rows)
             logits, seqs = self._drop_bad_rows(logits, seqs, changed)
             if seqs:
                 self._decide(seqs, logits, changed)
@@ -240,18 +241,7 @@ class LLMEngine:
 
     def _decide(self, seqs: list[Sequence], logits: torch.Tensor, changed: dict) -> None:
         """Each controller decides for its rows (one call per controller); then apply, in row order."""
-        groups: dict[int, list[int]] = {}
-        for i, seq in enumerate(seqs):
-            groups.setdefault(id(seq.request.controller), []).append(i)
-        decisions: list[int | Decision | None] = [None] * len(seqs)
-        for rows in groups.values():
-            ctl = seqs[rows[0]].request.controller
-            if len(rows) == len(seqs):
-                decisions = list(ctl.decide(seqs, logits))
-            else:
-                picked = ctl.decide([seqs[i] for i in rows], logits[torch.tensor(rows, device=logits.device)])
-                for i, d in zip(rows, picked):
-                    decisions[i] = d
+        decisions = decide_all(seqs, logits)
         logprobs = StepLogprobs(seqs, logits, self.tokenizer)
         children: list[Sequence] = []
         for row, (seq, d) in enumerate(zip(seqs, decisions)):
@@ -273,21 +263,6 @@ class LLMEngine:
             self._after_token(seq)
         for child in children:
             self._after_token(child)
-
-    def _expand_pending_forks(self, seqs: list[Sequence], logits: torch.Tensor) -> tuple[list[Sequence], torch.Tensor]:
-        """n > 1: the prompt was prefilled once; fork n-1 siblings that sample from the same logits."""
-        if not any(s.request.pending_forks for s in seqs):
-            return seqs, logits
-        rows, out = [], []
-        for i, seq in enumerate(seqs):
-            rows.append(i)
-            out.append(seq)
-            req = seq.request
-            while req.pending_forks and seq.num_generated == 0:
-                req.pending_forks -= 1
-                out.append(self.scheduler.fork(seq, None))
-                rows.append(i)
-        return out, logits[torch.tensor(rows, device=logits.device)]
 
     def _drop_bad_rows(self, logits: torch.Tensor, seqs: list[Sequence], changed: dict
                        ) -> tuple[torch.Tensor, list[Sequence]]:
@@ -311,7 +286,7 @@ class LLMEngine:
                 changed[id(seq.request)] = seq.request
             else:
                 keep.append(i)
-        return logits[torch.tensor(keep, dtype=torch.long, device=logits.device)], [seqs[i] for i in keep]
+        return take_rows(logits, keep), [seqs[i] for i in keep]
 
     def _after_token(self, seq: Sequence) -> None:
         """Account the new token, stream it, and finish the sequence if it is done."""

@@ -13,9 +13,23 @@ from __future__ import annotations
 
 import torch
 
+from eager_core.engine.controller import take_rows
 from eager_core.engine.outputs import Logprob
 from eager_core.engine.sequence import Sequence
 from eager_core.io.tokenizer import Tokenizer
+
+
+def logprob_record(lp: torch.Tensor, top_ids: list[int], top_values: list[float], token: int,
+                   tokenizer: Tokenizer) -> dict[int, Logprob]:
+    """``{token id: Logprob}`` of one position: the given top tokens (best first), plus ``token``
+    when it is not among them; ``lp`` is that position's log-softmax row."""
+    record = {tid: Logprob(v, r + 1, tokenizer.decode([tid], skip_special_tokens=False))
+              for r, (tid, v) in enumerate(zip(top_ids, top_values))}
+    if token not in record:
+        chosen = float(lp[token])
+        record[token] = Logprob(chosen, int((lp > chosen).sum()) + 1,
+                                tokenizer.decode([token], skip_special_tokens=False))
+    return record
 
 
 def record_prompt_logprobs(req, first: int, logits: torch.Tensor, tokenizer: Tokenizer) -> None:
@@ -28,17 +42,10 @@ def record_prompt_logprobs(req, first: int, logits: torch.Tensor, tokenizer: Tok
         return
     lp = torch.log_softmax(logits[:n].float(), dim=-1).cpu()
     top = lp.topk(k, dim=-1) if k > 0 else None
+    top_ids = top.indices.tolist() if top is not None else [[]] * n
+    top_values = top.values.tolist() if top is not None else [[]] * n
     for j in range(n):
-        token = ids[first + j + 1]
-        chosen = float(lp[j, token])
-        entry = {}
-        if top is not None:
-            for r, (tid, v) in enumerate(zip(top.indices[j].tolist(), top.values[j].tolist())):
-                entry[tid] = Logprob(v, r + 1, tokenizer.decode([tid], skip_special_tokens=False))
-        if token not in entry:
-            entry[token] = Logprob(chosen, int((lp[j] > chosen).sum()) + 1,
-                                   tokenizer.decode([token], skip_special_tokens=False))
-        req.prompt_logprobs.append(entry)
+        req.prompt_logprobs.append(logprob_record(lp[j], top_ids[j], top_values[j], ids[first + j + 1], tokenizer))
 
 
 class StepLogprobs:
@@ -50,8 +57,7 @@ class StepLogprobs:
         self.row_of = {i: j for j, i in enumerate(rows)}
         self.logprobs = None
         if rows:
-            sub = logits if len(rows) == len(seqs) else logits[torch.tensor(rows, device=logits.device)]
-            self.logprobs = torch.log_softmax(sub.float(), dim=-1).cpu()
+            self.logprobs = torch.log_softmax(take_rows(logits, rows).float(), dim=-1).cpu()
             k = max(seqs[i].request.params.logprobs for i in rows)
             top = self.logprobs.topk(k, dim=-1) if k > 0 else None
             self.top_values = top.values.tolist() if top is not None else [[] for _ in rows]
@@ -62,15 +68,6 @@ class StepLogprobs:
         j = self.row_of.get(row)
         if seq.logprobs is None or j is None:
             return
-        lp = self.logprobs[j]
-        chosen = float(lp[token])
-        k = seq.request.params.logprobs
-        entry = {tid: Logprob(v, r + 1, self._text(tid))
-                 for r, (tid, v) in enumerate(zip(self.top_ids[j][:k], self.top_values[j][:k]))}
-        if token not in entry:
-            entry[token] = Logprob(chosen, int((lp > chosen).sum()) + 1, self._text(token))
-        seq.logprobs.append(entry)
-        seq.cumulative_logprob += chosen
-
-    def _text(self, token: int) -> str:
-        return self.tokenizer.decode([token], skip_special_tokens=False)
+        lp, k = self.logprobs[j], seq.request.params.logprobs
+        seq.logprobs.append(logprob_record(lp, self.top_ids[j][:k], self.top_values[j][:k], token, self.tokenizer))
+        seq.cumulative_logprob += float(lp[token])

@@ -87,6 +87,25 @@ class Scheduler:
             child.token_ids.append(token)
         return child
 
+    def fork_pending_siblings(self, seqs: list[Sequence]) -> tuple[list[Sequence], list[int]]:
+        """n > 1: once the prompt is prefilled, fork its n - 1 siblings (sharing every block).
+
+        Returns the rows to decide (each root followed by its new siblings) and, for each, the
+        index in ``seqs`` whose logits it samples from: the siblings share their root's.
+        """
+        if not any(s.request.pending_forks for s in seqs):
+            return seqs, list(range(len(seqs)))
+        rows, out = [], []
+        for i, seq in enumerate(seqs):
+            rows.append(i)
+            out.append(seq)
+            req = seq.request
+            while req.pending_forks and seq.num_generated == 0:
+                req.pending_forks -= 1
+                out.append(self.fork(seq, None))
+                rows.append(i)
+        return out, rows
+
     def finish(self, seq: Sequence, reason: str) -> list[int]:
         """Stop a sequence and drop its blocks (shared ones only lose a reference).
 
