@@ -14,6 +14,7 @@ from eager_core import LLM, ConfigError, SamplingParams
 from eager_core.engine.decode_graphs import DecodeGraphs, batch_buckets
 from kv_helpers import assert_pool_empty, make_llm, prompts_of, token_lists
 from kv_helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it here)
+from step_recorders import RecordingGreedy
 
 
 def static_steps(llm: LLM, **kwargs) -> DecodeGraphs:
@@ -42,20 +43,6 @@ def test_static_steps_equal_the_packed_path(tiny_ckpt, temperature):
     assert {b for b, _ in graphs.steps} == {16}
     assert {c for _, c in graphs.steps} == {32, 48, 64}
     assert_pool_empty(llm)
-
-
-class RecordingGreedy:
-    """A step controller that takes the argmax and keeps every step's logits."""
-
-    def __init__(self):
-        self.steps: list[torch.Tensor] = []
-
-    def decide(self, seqs, logits):
-        self.steps.append(logits.clone())
-        return logits.argmax(dim=-1).tolist()
-
-    def on_fork(self, parent, child, note):
-        pass
 
 
 def decode_logits(llm: LLM, prompts: list[list[int]]) -> list[torch.Tensor]:

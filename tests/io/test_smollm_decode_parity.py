@@ -11,22 +11,10 @@ from __future__ import annotations
 import torch
 
 from eager_core import SamplingParams
+from step_recorders import RecordingGreedy
 
 TEXTS = ["The capital of France is", "12 + 30 = 42. Café 🙂 and then", "Once upon a time"]
 STEPS = 8
-
-
-class RecordingGreedy:
-    def __init__(self):
-        self.rows: dict[tuple[str, int], torch.Tensor] = {}
-
-    def decide(self, seqs, logits):
-        for seq, row in zip(seqs, logits):
-            self.rows[(seq.request.request_id, seq.num_generated)] = row.float().clone()
-        return logits.argmax(dim=-1).tolist()
-
-    def on_fork(self, parent, child, note):
-        pass
 
 
 def test_decode_step_logits_match_transformers(smol_llm):

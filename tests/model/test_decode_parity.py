@@ -13,24 +13,10 @@ import torch
 
 from eager_core import LLM, SamplingParams
 from tiny_models import ARCHS, load_hf_model
+from step_recorders import RecordingGreedy
 
 PROMPTS = [[3, 17, 42], list(range(5, 45)), [7], list(range(100, 117))]
 STEPS = 12
-
-
-class RecordingGreedy:
-    """A step controller that takes the argmax and keeps each row's logits by (request, step)."""
-
-    def __init__(self):
-        self.rows: dict[tuple[str, int], torch.Tensor] = {}
-
-    def decide(self, seqs, logits):
-        for seq, row in zip(seqs, logits):
-            self.rows[(seq.request.request_id, seq.num_generated)] = row.float().clone()
-        return logits.argmax(dim=-1).tolist()
-
-    def on_fork(self, parent, child, note):
-        pass
 
 
 def our_decode(llm: LLM) -> list[tuple[list[torch.Tensor], list[int]]]:
