@@ -36,6 +36,11 @@ typedef struct EgOutputs {
   float* logsumexp;      /* log of the softmax normaliser */
   bool* branch;          /* chosen entropy > threshold, never true for a row with NaN/+inf */
   bool* has_nan;         /* the row holds a NaN or +inf logit */
+  /* The best-first list itself, as [rows, out_k] log-probabilities under the full distribution
+   * and ids (what logprobs and DeepConf's confidence read); -1 / -inf pad a vocabulary smaller
+   * than out_k, NaN marks a has_nan row. Unused (may be NULL) when out_k == 0. */
+  int64_t* topk_ids;
+  float* topk_logprobs;
 } EgOutputs;
 
 typedef struct EgArgs {
@@ -48,8 +53,13 @@ typedef struct EgArgs {
   float threshold;         /* used when thresholds is NULL */
   int64_t top_k;
   int use_topk;            /* 1: branch on entropy_topk, 0: on the full entropy */
+  int64_t out_k;           /* 0 .. EG_MAX_OUT_K entries of the top list written per row */
   EgOutputs out;
 } EgArgs;
+
+/* Most top-list entries a call may ask back (out_k). Both kernels keep a list at least this long
+ * (the CUDA one holds EG_CUDA_MAX_LIST), so asking for them costs no second pass. */
+#define EG_MAX_OUT_K 32
 
 /* Largest top_k the CUDA kernel selects itself (one list entry per warp lane). For a larger
  * top_k below vocab the kernel leaves entropy_topk (and, when use_topk, branch) to the caller. */

@@ -15,22 +15,24 @@
 namespace eager_core {
 
 using GateTensors = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                               at::Tensor, at::Tensor>;
+                               at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 /* Allocated outputs plus the EgArgs pointing at them and at the (possibly made contiguous)
  * inputs; the tensors must outlive the kernel call. */
 struct PreparedGate {
   at::Tensor logits, thresholds;
   at::Tensor entropy, entropy_topk, top2_ids, top2_logprobs, logsumexp, branch, has_nan;
+  at::Tensor topk_ids, topk_logprobs;
   EgArgs args;
 
   GateTensors outputs() const {
-    return {entropy, entropy_topk, top2_ids, top2_logprobs, logsumexp, branch, has_nan};
+    return {entropy, entropy_topk, top2_ids, top2_logprobs, logsumexp, branch, has_nan,
+            topk_ids, topk_logprobs};
   }
 };
 
 PreparedGate prepare_gate(const at::Tensor& logits, const std::optional<at::Tensor>& thresholds,
-                          double threshold, int64_t top_k, bool use_topk);
+                          double threshold, int64_t top_k, bool use_topk, int64_t out_k);
 
 }  // namespace eager_core
 

@@ -14,8 +14,8 @@
  *      above almost everything: insertions number about k (1 + ln(V / k)).
  * bf16 / fp16 chunks are widened to float into a per-thread scratch buffer first.
  *
- * Top-k: a best-first insertion-sorted list of capacity min(top_k, kListMax) (at least 2 for
- * top-2). Scanning in index order and inserting only on strictly greater values keeps equal
+ * Top-k: a best-first insertion-sorted list of capacity min(top_k, kListMax), at least 2 (top-2)
+ * and at least out_k (the entries written back for logprobs and confidence). Scanning in index order and inserting only on strictly greater values keeps equal
  * values in index order, so ties resolve to the lower token id, deterministically.
  * For kListMax < top_k < vocab the list keeps only the top 2, and entropy_topk is computed
  * after the pass by std::nth_element over a float copy of the row (O(V) but a second read).
@@ -37,6 +37,7 @@ namespace {
 
 using simd::kChunk;
 constexpr int64_t kListMax = 64;
+static_assert(EG_MAX_OUT_K <= kListMax, "the list must hold every entry asked back");
 constexpr int64_t kScanBlock = 128;  // top-k scan granularity inside a chunk
 constexpr int64_t kMinSegment = 16 * kChunk;  // below 32K elements a split costs more than it saves
 constexpr int64_t kMinParallelWork = 64 * 1024;
@@ -138,7 +139,9 @@ void entropy_gate_cpu_run(const EgArgs& a) {
   const int64_t B = a.rows, V = a.vocab;
   if (B == 0) return;
   const bool select_after = a.top_k > kListMax && a.top_k < V;
-  const int64_t cap = select_after ? 2 : std::max<int64_t>(2, std::min(a.top_k, kListMax));
+  // The list also holds the out_k entries asked back (out_k <= EG_MAX_OUT_K <= kListMax).
+  const int64_t wanted = std::max<int64_t>(2, a.out_k);
+  const int64_t cap = select_after ? wanted : std::max(wanted, std::min(a.top_k, kListMax));
 
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   int64_t nseg = 1;

@@ -32,6 +32,7 @@ namespace {
 
 using namespace eg_cuda;  // NOLINT: Key, make_key, load_vec, warp_* helpers
 
+static_assert(EG_MAX_OUT_K <= EG_CUDA_MAX_LIST, "the warp list must hold every entry asked back");
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kVec = 8;
@@ -262,6 +263,8 @@ extern "C" int eg_cuda_launch(const EgArgs* args, int splits, void* workspace, v
   const int64_t slice = slice_length(a.vocab, splits);
   const int used = int((a.vocab + slice - 1) / slice);  // rounding the slice up may drop a split
   int list_len = int(a.top_k < 2 ? 2 : (a.top_k > EG_CUDA_MAX_LIST ? EG_CUDA_MAX_LIST : a.top_k));
+  if (a.out_k > list_len) list_len = int(a.out_k);  // the entries asked back (<= EG_MAX_OUT_K)
+  if (a.out_k < 0 || a.out_k > EG_MAX_OUT_K) return int(cudaErrorInvalidValue);
   Partial* parts = static_cast<Partial*>(workspace);
   switch (a.dtype) {
     case EG_FLOAT32: launch_rows<float>(a, used, slice, list_len, parts, st); break;

@@ -38,9 +38,9 @@ void large_topk_entropy(PreparedGate& g) {
 }
 
 GateTensors entropy_gate_cuda(const at::Tensor& logits, const std::optional<at::Tensor>& thresholds,
-                              double threshold, int64_t top_k, bool use_topk) {
+                              double threshold, int64_t top_k, bool use_topk, int64_t out_k) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  PreparedGate g = prepare_gate(logits, thresholds, threshold, top_k, use_topk);
+  PreparedGate g = prepare_gate(logits, thresholds, threshold, top_k, use_topk, out_k);
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int splits = eg_cuda_splits(g.args.rows, g.args.vocab, sms);
   const size_t ws_bytes = eg_cuda_workspace_bytes(g.args.rows, splits);

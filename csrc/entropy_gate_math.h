@@ -74,7 +74,8 @@ EG_HD float eg_list_entropy(const float* vals, int64_t k) {
 /*
  * Write every output of one row.
  *   m, S, T      summary of the whole row;  bad: the row holds NaN or +inf;
- *   vals, ids    best-first list of the row's largest logits (ties: lower id first), n valid;
+ *   vals, ids    best-first list of the row's largest logits (ties: lower id first), n valid
+ *                (n >= min(out_k, vocab): the kernels size their lists for out_k);
  *   topk_outside entropy_topk computed by the caller, used only when the list is shorter than
  *                top_k < vocab (NaN when unknown: the branch is then false for kind "topk").
  */
@@ -98,6 +99,12 @@ EG_HD void eg_finalize_row(const EgArgs& a, int64_t row, float m, double S, doub
     // difference would lose log S entirely.
     o.top2_logprobs[2 * row + j] =
         (present && !empty) ? float((double(vals[j]) - double(m)) - log(S)) : -INFINITY;
+  }
+  for (int64_t j = 0; j < a.out_k; ++j) {
+    const bool present = j < n;
+    a.out.topk_ids[a.out_k * row + j] = present ? ids[j] : -1;
+    a.out.topk_logprobs[a.out_k * row + j] =
+        bad ? nan : ((present && !empty) ? float((double(vals[j]) - double(m)) - log(S)) : -INFINITY);
   }
   const float thr = a.thresholds ? a.thresholds[row] : a.threshold;
   const float chosen = a.use_topk ? hk : h;

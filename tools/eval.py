@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_names, default=["parallel", "eager-init", "eager", "eager-adapt"],
                    help="comma-separated: parallel, eager-init, eager, eager-adapt, deepconf, eager-deepconf")
     p.add_argument("--theta", type=_floats, default=[2.2], help="entropy threshold(s), comma-separated")
+    p.add_argument("--theta-sweep-methods", type=_names, default=None,
+                   help="comma-separated methods that run every --theta; the other EAGer methods run only the "
+                        "median theta (default: every EAGer method runs every theta)")
     p.add_argument("--max-sequences", type=_ints, default=[8], help="M value(s), comma-separated")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--max-tokens", type=int, default=64, help="per-sequence generation cap")
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from eager_core.eval.harness import EvalConfig, load_problems, run_eval
 
     config = EvalConfig(dataset=args.dataset, limit=args.limit, seed=args.seed, methods=args.methods,
-                        thetas=args.theta, max_sequences=args.max_sequences, temperature=args.temperature,
+                        thetas=args.theta, theta_sweep_methods=args.theta_sweep_methods,
+                        max_sequences=args.max_sequences, temperature=args.temperature,
                         max_tokens=args.max_tokens, prompt_template=args.prompt_template,
                         batch_prompts=args.batch_prompts, top_k_entropy=args.top_k_entropy, ckpt=args.ckpt,
                         dtype=args.dtype, confidence_percentiles=args.confidence_percentile,

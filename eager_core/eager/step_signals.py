@@ -12,9 +12,10 @@ them from one call, ``step_signals(seqs, logits)``:
     confidence       DeepConf's token confidence: minus the mean log-probability of the top-k tokens
                      (k = params.top_k_confidence; None for rows whose params do not ask for it)
 
-The entropies, top-2 and branch flags come from one ``ops.entropy_gate`` call per entropy setting
-(normally one per step); the confidence costs one more ``topk`` over the same rows, minus the
-gate's log-normaliser (so no second softmax). ``StepSignals.row(i, seq)`` adds what the state
+The entropies, top-2, branch flags and the confidence all come from one ``ops.entropy_gate`` call
+per entropy setting (normally one per step): the gate returns the top-k log-probabilities it keeps
+during its pass anyway (``return_topk``), so the confidence costs no second pass over the logits
+(for k above the gate's list, ``MAX_RETURN_TOPK``, one ``topk`` minus the gate's log-normaliser). ``StepSignals.row(i, seq)`` adds what the state
 knows about the row's trace and its prompt's budget (``RowView``). Running trace statistics of
 confidence (group confidence, lowest group confidence) live in ``trace_confidence.py``.
 
@@ -32,6 +33,7 @@ import torch
 from eager_core.engine.controller import take_rows
 from eager_core.engine.sequence import Sequence
 from eager_core.ops import entropy_gate
+from eager_core.ops.entropy_gate import MAX_RETURN_TOPK
 from eager_core.ops.entropy_result import EntropyGateResult
 
 # A -inf log-probability among the top-k (a vocabulary with fewer than k finite logits) would make
@@ -79,9 +81,15 @@ class StepSignals:
 
 
 def token_confidence(logits: torch.Tensor, logsumexp: torch.Tensor, k: int) -> torch.Tensor:
-    """[B] DeepConf token confidence of each row: -mean of the top-k log-probabilities (untempered)."""
+    """[B] DeepConf token confidence of each row: -mean of the top-k log-probabilities (untempered).
+    The path for k > MAX_RETURN_TOPK; below it ``confidence_from_topk`` reads the gate's list."""
     top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values.float()
     return -(top - logsumexp.unsqueeze(-1)).clamp_min(LOGPROB_FLOOR).mean(-1)
+
+
+def confidence_from_topk(topk_logprobs: torch.Tensor, k: int, vocab: int) -> torch.Tensor:
+    """[B] the same confidence from the gate's best-first top-k log-probabilities ([B, >= k])."""
+    return -topk_logprobs[:, :min(k, vocab)].clamp_min(LOGPROB_FLOOR).mean(-1)
 
 
 def step_signals(seqs: list[Sequence], logits: torch.Tensor,
@@ -101,9 +109,14 @@ def step_signals(seqs: list[Sequence], logits: torch.Tensor,
     for (top_k, kind, conf_k), rows in groups.items():
         sub = take_rows(logits, rows)
         th = torch.tensor([thresholds[i] for i in rows], dtype=torch.float32, device=logits.device)
-        res = gate(sub, th, top_k=min(top_k, vocab), kind=kind)   # past the vocabulary: the full entropy
+        fused = conf_k is not None and conf_k <= MAX_RETURN_TOPK
+        res = gate(sub, th, top_k=min(top_k, vocab), kind=kind,   # past the vocabulary: the full entropy
+                   return_topk=conf_k if fused else 0)
         topk, full = res.entropy_topk.tolist(), res.entropy.tolist()
-        conf = token_confidence(sub, res.logsumexp, conf_k).tolist() if conf_k is not None else None
+        conf = None
+        if conf_k is not None:
+            conf = (confidence_from_topk(res.topk_logprobs, conf_k, vocab) if fused
+                    else token_confidence(sub, res.logsumexp, conf_k)).tolist()
         for j, (i, ids, lps, b) in enumerate(zip(rows, res.top2_ids.tolist(), res.top2_logprobs.tolist(),
                                                  res.branch.tolist())):
             sig.entropy[i] = topk[j] if kind == "topk" else full[j]

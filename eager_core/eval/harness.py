@@ -40,7 +40,8 @@ from eager_core.eval.datasets import LoadedDataset, Problem, build_prompt, load_
 from eager_core.eval.io_utils import JsonlLog, write_json_atomic
 from eager_core.eval.progress import Progress
 from eager_core.eval.records import Setting, output_record, setting_metrics
-from eager_core.eval.report import add_intervals, environment, format_table, make_plots, parallel_baseline
+from eager_core.eval.report import (add_intervals, environment, format_table, make_plots, parallel_baseline,
+                                   reference_theta)
 from eager_core.eval.stats import N_BOOT
 
 RESULTS = "results.json"
@@ -59,6 +60,9 @@ class EvalConfig:
     seed: int = 0
     methods: Sequence[str] = ("parallel", "eager-init", "eager", "eager-adapt")
     thetas: Sequence[float] = (2.2,)
+    # Methods that run every theta; the others run only the sweep's median theta (reference_theta).
+    # None: every EAGer method sweeps (a theta sweep of one method is cheaper than of all).
+    theta_sweep_methods: Sequence[str] | None = None
     max_sequences: Sequence[int] = (8,)
     temperature: float = 0.6
     max_tokens: int = 64
@@ -81,6 +85,10 @@ class EvalConfig:
             raise ConfigError(f"methods {list(self.methods)}: expected a non-empty subset of {', '.join(METHODS)}")
         if any(m != "parallel" for m in self.methods) and not self.thetas:
             raise ConfigError("thetas: at least one theta is needed for the EAGer methods")
+        if self.theta_sweep_methods is not None:
+            stray = [m for m in self.theta_sweep_methods if m not in self.methods or m in ("parallel", "deepconf")]
+            if stray:
+                raise ConfigError(f"theta_sweep_methods {stray}: expected methods of the sweep that take a theta")
         if not self.max_sequences or any(not isinstance(m, int) or m < 1 for m in self.max_sequences):
             raise ConfigError(f"max_sequences {list(self.max_sequences)}: expected integers >= 1")
         if self.batch_prompts is not None and self.batch_prompts < 1:
@@ -104,18 +112,27 @@ class EvalConfig:
         d = asdict(self)
         d["methods"], d["thetas"], d["max_sequences"] = list(self.methods), list(self.thetas), list(self.max_sequences)
         d["confidence_percentiles"] = list(self.confidence_percentiles)
+        if self.theta_sweep_methods is not None:
+            d["theta_sweep_methods"] = list(self.theta_sweep_methods)
         return d
 
 
 def sweep_settings(methods: Sequence[str], thetas: Sequence[float], max_sequences: Sequence[int],
-                   deepconf: Sequence[dict] = ()) -> list[Setting]:
+                   deepconf: Sequence[dict] = (), theta_sweep_methods: Sequence[str] | None = None) -> list[Setting]:
     """Every setting of the sweep, M outermost; ``parallel`` once per M (it has no theta).
 
     ``deepconf``: one dict of DeepConf parameters per setting of the DeepConf methods (normally one
     per confidence percentile). ``deepconf`` has no theta; ``eager-deepconf`` runs every theta with each.
+    ``theta_sweep_methods``: when given, only these methods run every theta; the other theta methods
+    run the median one (``reference_theta``).
     """
     settings = []
     extras = [tuple(d.items()) for d in deepconf] or [()]
+    median = [reference_theta(thetas)] if thetas else []
+
+    def thetas_of(method: str) -> Sequence[float]:
+        return thetas if theta_sweep_methods is None or method in theta_sweep_methods else median
+
     for m in max_sequences:
         for method in methods:
             if method == "parallel":
@@ -123,9 +140,9 @@ def sweep_settings(methods: Sequence[str], thetas: Sequence[float], max_sequence
             elif method == "deepconf":
                 settings.extend(Setting(method, None, m, extra) for extra in extras)
             elif method == "eager-deepconf":
-                settings.extend(Setting(method, float(t), m, extra) for t in thetas for extra in extras)
+                settings.extend(Setting(method, float(t), m, extra) for t in thetas_of(method) for extra in extras)
             else:
-                settings.extend(Setting(method, float(t), m) for t in thetas)
+                settings.extend(Setting(method, float(t), m) for t in thetas_of(method))
     return list(dict.fromkeys(settings))   # drop duplicates, keep order
 
 
@@ -158,7 +175,7 @@ def run_eval(llm, config: EvalConfig, out_dir: str | os.PathLike, progress: bool
     loaded = dataset if dataset is not None else load_problems(config, log)
     problems = loaded.problems
     settings = sweep_settings(config.methods, config.thetas, config.max_sequences,
-                              [config.deepconf(q) for q in config.confidence_percentiles])
+                              [config.deepconf(q) for q in config.confidence_percentiles], config.theta_sweep_methods)
     results_path = os.path.join(out_dir, RESULTS)
     _check_resumable(results_path, config)
     results = {"status": "running", "parameters": config.params(), "environment": environment(llm),

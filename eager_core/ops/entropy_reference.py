@@ -34,6 +34,7 @@ def entropy_gate_reference(
     top_k: int = 20,
     kind: str = "topk",
     compute_dtype: torch.dtype = torch.float32,
+    return_topk: int = 0,
 ) -> EntropyGateResult:
     """The entropy gate in plain PyTorch ops (log-softmax, topk, sums); see entropy_gate().
 
@@ -62,6 +63,18 @@ def entropy_gate_reference(
         ids2 = torch.cat([ids2, torch.full_like(ids2, -1)], dim=-1)
         logp2 = torch.cat([logp2, torch.full_like(logp2, float("-inf"))], dim=-1)
 
+    # The returned list: a stable sort puts equal logits in id order, as the kernels do.
+    r = min(return_topk, vocab)
+    sorted_vals, sorted_ids = torch.sort(shifted, dim=-1, descending=True, stable=True)
+    topk_ids = sorted_ids[:, :r]
+    topk_logp = sorted_vals[:, :r] - log_s.unsqueeze(-1)
+    if r < return_topk:
+        pad = return_topk - r
+        topk_ids = torch.cat([topk_ids, torch.full((n_rows, pad), -1, dtype=topk_ids.dtype, device=x.device)], -1)
+        topk_logp = torch.cat([topk_logp, torch.full((n_rows, pad), float("-inf"), dtype=x.dtype, device=x.device)], -1)
+    topk_logp = torch.where(empty.unsqueeze(-1), torch.full_like(topk_logp, float("-inf")), topk_logp)
+    topk_logp = torch.where(bad.unsqueeze(-1), torch.full_like(topk_logp, float("nan")), topk_logp)
+
     lse = m_safe + log_s
     zero = torch.zeros_like(h)
     h = torch.where(empty, zero, h)
@@ -89,4 +102,6 @@ def entropy_gate_reference(
         logsumexp=lse.float(),
         branch=branch,
         has_nan=bad,
+        topk_ids=topk_ids.long(),
+        topk_logprobs=topk_logp.float(),
     )

@@ -21,6 +21,10 @@ class EntropyGateResult(NamedTuple):
     branch         [B] bool     chosen entropy (kind) > threshold; False for has_nan rows and
                                 rows of only -inf
     has_nan        [B] bool     the row holds a NaN or +inf logit; its float outputs are NaN
+    topk_ids       [B, r] int64 the r = return_topk most likely ids, best first (ties: lower id
+                                first in every backend); -1 pads a vocabulary smaller than r
+    topk_logprobs  [B, r] float32 their log-probabilities under the full distribution, from the
+                                same pass (-inf for the pad, NaN for has_nan rows)
     """
 
     entropy: torch.Tensor
@@ -30,3 +34,5 @@ class EntropyGateResult(NamedTuple):
     logsumexp: torch.Tensor
     branch: torch.Tensor
     has_nan: torch.Tensor
+    topk_ids: torch.Tensor
+    topk_logprobs: torch.Tensor

@@ -17,7 +17,7 @@ from eager_core.eager.deepconf import DEEPCONF, PRUNED, DeepConfState
 from eager_core.eager.deepconf_params import DeepConfParams
 from eager_core.eager.eager_deepconf import EAGER_DEEPCONF
 from eager_core.eager.eager_init import percentile
-from eager_core.eager.step_signals import token_confidence
+from eager_core.eager.step_signals import confidence_from_topk, token_confidence
 from eager_core.eager.trace_confidence import TraceConfidence
 from markov_model import EOS, make_markov_checkpoint
 
@@ -75,6 +75,18 @@ def test_the_model_has_the_designed_confidences(split_llm):
     logits = split_llm.logits([1, 11])
     lse = torch.logsumexp(logits, dim=-1)
     assert token_confidence(logits, lse, 20).tolist() == pytest.approx([C2, C3], abs=1e-2)
+
+
+@pytest.mark.parametrize("vocab,k", [(5000, 20), (5000, 1), (7, 20), (5000, 32)])
+def test_confidence_from_the_gate_list_equals_the_topk_path(vocab, k):
+    # The controllers read the confidence off the gate's one pass; it must equal the plain definition.
+    from eager_core.ops import entropy_gate
+    logits = torch.randn(6, vocab, generator=torch.Generator().manual_seed(vocab + k)) * 3
+    logits[0, : vocab // 2] = float("-inf")
+    res = entropy_gate(logits, 1.0, top_k=20, return_topk=k)
+    fused = confidence_from_topk(res.topk_logprobs, k, vocab)
+    plain = token_confidence(logits, torch.logsumexp(logits.double(), -1).float(), k)
+    assert torch.allclose(fused, plain, atol=1e-5), (fused, plain)
 
 
 def test_trace_confidence_is_the_sliding_window_of_the_official_code():

@@ -100,6 +100,17 @@ def test_sweep_settings_runs_parallel_once_per_m():
     assert len(settings) == 2 * (1 + 2 * 2)   # duplicate theta dropped
 
 
+def test_theta_sweep_of_one_method_runs_the_median_theta_for_the_others():
+    settings = sweep_settings(["parallel", "eager-init", "eager", "eager-deepconf"], [2.0, 2.3, 2.6], [8],
+                              [{"confidence_percentile": 10.0}], theta_sweep_methods=["eager-init"])
+    thetas = {(s.method, s.theta) for s in settings}
+    assert thetas == {("parallel", None), ("eager-init", 2.0), ("eager-init", 2.3), ("eager-init", 2.6),
+                      ("eager", 2.3), ("eager-deepconf", 2.3)}
+    for stray in (["deepconf"], ["eager-adapt"]):   # no theta / not in the sweep
+        with pytest.raises(ConfigError, match="theta_sweep_methods"):
+            EvalConfig(dataset="x", methods=["parallel", "eager-init", "deepconf"], theta_sweep_methods=stray).validate()
+
+
 def test_end_to_end_writes_every_file(full_run):
     out, results, calls, messages = full_run
     n_settings = 2 * (1 + 3 * 2)

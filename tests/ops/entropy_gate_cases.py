@@ -209,3 +209,37 @@ def assert_matches_reference(
     thr = threshold if not isinstance(threshold, torch.Tensor) else threshold.double().expand(n_rows)[ok]
     clear = (chosen - thr).abs() > 1e-3
     assert torch.equal(res.branch[ok][clear], ref.branch[ok][clear])
+
+
+def assert_topk_matches(res, logits: torch.Tensor, r: int) -> None:
+    """Check topk_ids / topk_logprobs ([B, r]) against NumPy float64: the r largest logits in
+    descending order with equal values in id order, log-probabilities d - log S; -1 / -inf pad
+    past the vocabulary; NaN for has_nan rows; -inf (any id) where the logit itself is -inf."""
+    n_rows, vocab = logits.shape
+    assert res.topk_ids.shape == (n_rows, r) and res.topk_ids.dtype == torch.int64
+    assert res.topk_logprobs.shape == (n_rows, r) and res.topk_logprobs.dtype == torch.float32
+    if r == 0 or n_rows == 0:
+        return
+    x = logits.detach().cpu().double().numpy()
+    tol = TOL[logits.dtype]
+    got_ids, got_lp = res.topk_ids.cpu().numpy(), res.topk_logprobs.cpu().double().numpy()
+    n = min(r, vocab)
+    for row in range(n_rows):
+        v = x[row]
+        if np.isnan(v).any() or (v == np.inf).any():
+            assert np.isnan(got_lp[row]).all(), "topk_logprobs of a NaN row are not NaN"
+            continue
+        assert (got_ids[row, n:] == -1).all() and np.isneginf(got_lp[row, n:]).all(), "pad past the vocabulary"
+        order = np.argsort(-v, kind="stable")[:n]           # descending, equal values by id
+        m = v.max()
+        if m == -np.inf:
+            assert np.isneginf(got_lp[row, :n]).all()
+            continue
+        with np.errstate(all="ignore"):
+            want_lp = (v[order] - m) - np.log(np.exp(v - m).sum())
+        finite = np.isfinite(want_lp)
+        assert np.array_equal(got_ids[row, :n][finite], order[finite]), \
+            f"row {row}: top ids {got_ids[row, :n].tolist()} != {order.tolist()}"
+        assert np.array_equal(np.isneginf(got_lp[row, :n]), ~finite), f"row {row}: -inf positions differ"
+        err = np.abs(got_lp[row, :n][finite] - want_lp[finite])
+        assert (err <= tol + 1e-5 * np.abs(want_lp[finite])).all(), f"row {row}: logprob error {err.max():.3g}"

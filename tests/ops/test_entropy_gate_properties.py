@@ -2,7 +2,7 @@
 compiled CPU kernel ("cpp") and the PyTorch fallback ("torch").
 
 Hypothesis draws the shape (B in 1..64, V in 1..200k), dtype, top_k (including top_k >= V),
-kind, threshold form, and the logits' character (scale, -inf masks, ties, huge magnitudes);
+kind, threshold form, how many top entries are returned (return_topk), and the logits' character (scale, -inf masks, ties, huge magnitudes);
 the logits themselves come from a seeded generator (drawing 10^5 floats through hypothesis
 would be slow and shrink badly). B * V is capped so the float64 oracle stays fast.
 """
@@ -10,7 +10,8 @@ would be slow and shrink badly). B * V is capped so the float64 oracle stays fas
 from __future__ import annotations
 
 import torch
-from entropy_gate_cases import BACKENDS, assert_matches_reference, forced_backend, make_logits, need_backend
+from entropy_gate_cases import (BACKENDS, assert_matches_reference, assert_topk_matches, forced_backend,
+                                make_logits, need_backend)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,8 @@ def gate_cases(draw, vocabs):
         "peaked": draw(st.booleans()),
         # More threads than rows makes the CPU kernel split rows into segments and merge them.
         "threads": draw(st.sampled_from([1, 2, 4])),
+        # The list asked back (logprobs, confidence): 0 = none, up to the kernels' 32.
+        "return_topk": draw(st.sampled_from([0, 0, 1, 2, 5, 20, 32])),
     }
 
 
@@ -59,11 +62,13 @@ def _run_case(case: dict, backend_name: str) -> None:
     torch.set_num_threads(case["threads"])
     try:
         with forced_backend(backend_name):
-            res = entropy_gate(logits, threshold, top_k=case["top_k"], kind=case["kind"])
+            res = entropy_gate(logits, threshold, top_k=case["top_k"], kind=case["kind"],
+                               return_topk=case["return_topk"])
     finally:
         torch.set_num_threads(old_threads)
     assert_matches_reference(res, logits, threshold, case["top_k"], case["kind"],
                              exact_ties=backend_name == "cpp")
+    assert_topk_matches(res, logits, case["return_topk"])
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
