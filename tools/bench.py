@@ -3,6 +3,7 @@
     python tools/bench.py                       # every workload, float32, 256 new tokens
     python tools/bench.py --quick               # smoke run: 32 new tokens, fewer prompts in (c) and (d)
     python tools/bench.py --dtype bfloat16 --workloads b,c --json bench.json
+    python tools/bench.py --peer llamacpp       # against llama.cpp instead (tools/bench_llamacpp.py)
 
 Both engines get the same checkpoint (default: the converted SmolLM2-135M-Instruct folder that
 transformers loads with from_pretrained), dtype, device and token ids. Workloads (bench_workloads.py):
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,13 +28,12 @@ from typing import Any
 import cli_common  # noqa: F401  (sets up the import path)
 from cli_common import add_model_flags, add_quantization_flag, run_main
 
-from bench_runners import MARKER, measure
+from bench_runners import ChildFailed, measure, measure_in_child
 from bench_table import (build_rows, check_targets, format_table, linear_floor_ms, machine_bandwidth,
-                         machine_matmul_gflops)
+                         machine_matmul_gflops, source_revision)
 from bench_workloads import (DESCRIPTIONS, ENGINES, NUM_MATH_PROMPTS, NUM_MIXED_PROMPTS, WORKLOADS, build,
                              kv_bytes_per_token)
 
-RUNNER = Path(__file__).resolve().parent / "bench_runners.py"
 ELEM_SIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -77,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true", help="measure in this process (peak RSS is then shared)")
     p.add_argument("--json", metavar="OUT", default=None,
                    help="also write the results as JSON to OUT (rewritten after every measurement)")
+    p.add_argument("--peer", choices=["transformers", "llamacpp"], default="transformers",
+                   help="llamacpp: compare with llama.cpp instead (tools/bench_llamacpp.py; its flags follow)")
     return p
 
 
@@ -139,26 +140,13 @@ def run_bench(cfg: BenchConfig, log=print, on_result=None) -> dict[str, Any]:
                         num_kv_blocks=cfg.num_kv_blocks, threads=cfg.threads,
                         quantization=cfg.quantization if engine.startswith("eager_core") else None)
             try:
-                results[name][engine] = measure(spec) if cfg.in_process else _measure_in_child(spec)
+                results[name][engine] = measure(spec) if cfg.in_process else measure_in_child(spec)
             except ChildFailed as exc:
                 notes.append(f"({name}) {engine} failed: {exc}")
                 log(notes[-1])
             if on_result is not None:
                 on_result(_report(cfg, hf_cfg, machine, kvb, results, notes))
     return _report(cfg, hf_cfg, machine, kvb, results, notes)
-
-
-def source_revision() -> str:
-    """The commit measured, with ``+dirty`` when eager_core/ or csrc/ differ from it ("?" outside git)."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=RUNNER.parent.parent, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "eager_core", "csrc")
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-    return head + ("+dirty" if dirty else "")
 
 
 def _report(cfg: BenchConfig, hf_cfg: dict[str, Any], machine: dict[str, float], kvb: int,
@@ -171,20 +159,6 @@ def _report(cfg: BenchConfig, hf_cfg: dict[str, Any], machine: dict[str, float],
                 rows=rows, notes=list(notes), targets=check_targets(rows),
                 raw={n: {e: {k: v for k, v in r.items() if k != "token_ids"} for e, r in by.items()}
                      for n, by in results.items()})
-
-
-class ChildFailed(Exception):
-    pass
-
-
-def _measure_in_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter; its stderr goes straight to ours."""
-    proc = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(spec), stdout=subprocess.PIPE,
-                          text=True)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
-    raise ChildFailed(f"exit code {proc.returncode}, no result (see its error output above)")
 
 
 def _floor_text(machine: dict[str, Any]) -> str:
@@ -210,6 +184,12 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    peer = argparse.ArgumentParser(add_help=False)
+    peer.add_argument("--peer", choices=["transformers", "llamacpp"], default="transformers")
+    chosen, rest = peer.parse_known_args(argv)
+    if chosen.peer == "llamacpp":   # the llama.cpp comparison is its own tool, with its own flags
+        import bench_llamacpp
+        return bench_llamacpp.main(rest)
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     def save(report: dict[str, Any]) -> None:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import cli_common  # noqa: F401  (sets up the import path)
@@ -131,8 +133,11 @@ def _run_engine(spec: dict[str, Any], wl: Workload, variant: str | None) -> dict
     from eager_core import LLM, SamplingParams
 
     blocks = spec.get("num_kv_blocks") or kv_blocks_needed(wl)
+    # Prefix caching off unless asked: with it, every repeat after the first would find its prompt
+    # already computed by the previous one, and the prefill row would time a cache hit.
     llm = LLM(spec["ckpt"], dtype=spec["dtype"], device=spec["device"], num_kv_blocks=blocks,
-              block_size=BLOCK_SIZE, seed=0, quantization=spec.get("quantization"))
+              block_size=BLOCK_SIZE, seed=0, quantization=spec.get("quantization"),
+              enable_prefix_caching=bool(spec.get("prefix_caching", False)))
     warm = SamplingParams(temperature=0.0, max_tokens=min(4, wl.max_tokens), ignore_eos=True)
     llm.generate(prompt_token_ids=[wl.prompt_ids[0][:16]], params=warm)
     if variant is not None:
@@ -251,6 +256,21 @@ def _until_eos(row: list[int], wl: Workload) -> list[int]:
         if t in wl.eos_ids:
             return row[:i + 1]
     return row
+
+
+class ChildFailed(Exception):
+    """A measurement's process ended without printing its result."""
+
+
+def measure_in_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter (this file as a script), so its peak RSS is its
+    own; its stderr goes straight to ours."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve())], input=json.dumps(spec),
+                          stdout=subprocess.PIPE, text=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER):])
+    raise ChildFailed(f"exit code {proc.returncode}, no result (see its error output above)")
 
 
 def main() -> int:

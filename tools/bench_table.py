@@ -21,7 +21,9 @@ Definitions (every row of a workload is compared with the transformers row of th
 from __future__ import annotations
 
 import math
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from bench_workloads import DESCRIPTIONS, ENGINES
@@ -225,3 +227,16 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
     if row is not None:
         report("prefill tok/s >= HF (x HF >= 1)", row["x_hf"], (row["x_hf"] or 0) >= 1)
     return lines
+
+
+def source_revision() -> str:
+    """The commit measured, with ``+dirty`` when eager_core/ or csrc/ differ from it ("?" outside git)."""
+    def git(*cmd: str) -> str:
+        repo = Path(__file__).resolve().parent.parent
+        return subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "eager_core", "csrc")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("+dirty" if dirty else "")

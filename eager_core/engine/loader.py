@@ -46,13 +46,15 @@ def load_engine_parts(args: EngineArgs) -> EngineParts:
     config = ModelConfig.from_hf(read_config(ckpt_dir), source=str(ckpt_dir / "config.json"))
     tokenizer = Tokenizer.from_dir(args.tokenizer or ckpt_dir)
     # Tensor parallel (SPMD: every rank of the group runs this same code): this rank's heads only.
-    tp, model_cfg, weights = None, config, load_weights(ckpt_dir)
+    # Cast while reading (one tensor at a time) unless int8 quantizes from the checkpoint's own values.
+    tp, model_cfg, weights = None, config, load_weights(ckpt_dir, dtype if args.quantization is None else None)
     if args.tensor_parallel_size != 1:
         from eager_core.model.tensor_parallel import TensorParallel
         tp = TensorParallel.setup(args.tensor_parallel_size, device)
         device = tp.device
         model_cfg, weights = tp.shard(config, weights)
-    model = Transformer(model_cfg, weights, dtype, device, tp=tp, quantization=args.quantization)
+    model = Transformer(model_cfg, weights, dtype, device, tp=tp, quantization=args.quantization, release_weights=True)
+    del weights
     max_model_len = min(args.max_model_len or config.max_position_embeddings, config.max_position_embeddings)
     num_kv_blocks = args.num_kv_blocks
     if num_kv_blocks is None:

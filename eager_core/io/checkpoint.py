@@ -11,13 +11,16 @@ that is not valid JSON) whose message names the file, and the tensor where there
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from eager_core.errors import CheckpointError, ConfigError
-from eager_core.io.safetensors_format import read_safetensors_header
+from eager_core.io.freed_memory import release_freed_memory
+from eager_core.io.safetensors_format import TORCH_TO_SAFETENSORS, SafetensorsHeader, read_safetensors_header
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -130,8 +133,34 @@ def _shards_from_index(folder: Path, index: Path) -> list[Path]:
     return shards
 
 
-def _convert(tensor: torch.Tensor, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
-    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
+_FROM_SAFETENSORS = {v: k for k, v in TORCH_TO_SAFETENSORS.items()}
+# Tensors that keep their own precision whatever ``dtype`` is asked: the float scales of int8 weights.
+_KEEP_DTYPE_SUFFIXES = (".scales",)
+
+
+def _can_read_plainly(header: SafetensorsHeader) -> bool:
+    """Every dtype has a torch equivalent here and the host is little-endian, as the file is."""
+    return sys.byteorder == "little" and all(e.dtype in _FROM_SAFETENSORS for e in header.entries.values())
+
+
+def _read_plainly(header: SafetensorsHeader) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of a validated file, one at a time, each read with a plain read into a fresh tensor.
+
+    Not memory-mapped on purpose: pages of a mapped file count in the process's resident set for as
+    long as it is mapped, so mapping the whole file while the model copies tensors out of it would
+    hold the weights twice at the peak."""
+    with open(header.path, "rb") as f:
+        for name, e in header.entries.items():
+            t = torch.empty(e.shape, dtype=_FROM_SAFETENSORS[e.dtype])
+            f.seek(header.data_start + e.begin)
+            if e.end > e.begin and f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy())) != e.end - e.begin:
+                raise CheckpointError(f"{header.path}: tensor {name!r} is cut short (truncated file?)")
+            yield name, t
+
+
+def _convert(tensor: torch.Tensor, dtype: torch.dtype | None, device: torch.device, name: str = "") -> torch.Tensor:
+    if (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype
+            or name.endswith(_KEEP_DTYPE_SUFFIXES)):
         return tensor.to(device)
     # Cast on the side where the tensor is smaller, so a float32 -> bfloat16 load never holds both on device.
     if dtype.itemsize < tensor.dtype.itemsize:
@@ -141,9 +170,10 @@ def _convert(tensor: torch.Tensor, dtype: torch.dtype | None, device: torch.devi
 
 def load_weights(ckpt_dir: str | Path, dtype: torch.dtype | str | None = None,
                  device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint, by name; floating tensors cast to ``dtype`` when given.
+    """All tensors of a checkpoint, by name; floating tensors cast to ``dtype`` when given (except
+    the float scales of int8 weights, ``*.scales``, which keep their precision).
 
-    Files are memory-mapped and read one tensor at a time, so peak memory is the result plus one
+    Files are read with plain reads, one tensor at a time, so peak memory is the result plus one
     tensor. Every header is validated before the safetensors library opens the file. For sharded
     checkpoints, each tensor named in the index must be in the shard the index names, and no tensor
     may appear in two shards.
@@ -163,10 +193,19 @@ def load_weights(ckpt_dir: str | Path, dtype: torch.dtype | str | None = None,
                 raise CheckpointError(f"tensor {name!r} appears in both {origin[name]} and {path}")
             origin[name] = path
         try:
+            if _can_read_plainly(header):
+                for name, tensor in _read_plainly(header):   # cast as read: the peak holds one tensor twice
+                    weights[name] = converted = _convert(tensor, dtype, device, name)
+                    if converted is not tensor:
+                        del tensor
+                        release_freed_memory()   # the read copy's pages, now free (io/freed_memory.py)
+                continue
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in header.entries:
-                    weights[name] = _convert(f.get_tensor(name), dtype, device)
+                    weights[name] = _convert(f.get_tensor(name), dtype, device, name)
         except SafetensorError as e:
+            raise CheckpointError(f"{path}: cannot read safetensors data: {e}") from e
+        except OSError as e:
             raise CheckpointError(f"{path}: cannot read safetensors data: {e}") from e
     for name, filename in index_map.items():
         if name not in origin:

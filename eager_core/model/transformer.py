@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from eager_core.errors import CheckpointError
+from eager_core.io.freed_memory import release_freed_memory
 from eager_core.model.attention import AttentionMetadata, paged_attention, write_kv
 from eager_core.model.config import ModelConfig
 from eager_core.model.layers import apply_rope, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
@@ -63,12 +64,17 @@ class Transformer:
     rows (see model/tensor_parallel.py); o_proj and down_proj yield partial sums that ``tp``
     all-reduces, and their biases are added once, after the sum.
 
+    With ``release_weights``, each layer's checkpoint tensors are deleted from ``weights`` once the
+    layer holds its own (fused, cast) copies, so that loading peaks at one copy of the weights plus
+    one layer instead of two copies; the caller must not use ``weights`` afterwards.
+
     With ``quantization="int8"`` every linear weight, the LM head included, is an ``Int8Weight``
     (weight-only int8; see model/quantized.py); activations and the KV cache stay in ``dtype``.
     """
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype,
-                 device: str | torch.device = "cpu", tp: RowParallel | None = None, quantization: str | None = None):
+                 device: str | torch.device = "cpu", tp: RowParallel | None = None, quantization: str | None = None,
+                 release_weights: bool = False):
         check_quantization(quantization)
         self.cfg, self.dtype, self.device, self.tp = cfg, dtype, torch.device(device), tp
         self.quantization = quantization
@@ -104,6 +110,10 @@ class Transformer:
                 down_w=take.linear((mlp + "down_proj", (h, cfg.intermediate_size))),
                 down_b=take(mlp + "down_proj.bias", (h,)) if cfg.mlp_bias else None,
             ))
+            if release_weights:   # the layer's own copies exist now (fused, cast): drop the checkpoint's
+                for name in [k for k in weights if k.startswith(p)]:
+                    del weights[name]
+                release_freed_memory()   # their pages back to the OS now, not after the last layer
         self.norm = take("model.norm.weight", (h,))
         head = "model.embed_tokens" if cfg.tie_word_embeddings else "lm_head"
         if quantization is not None and INT8_LM_HEAD:   # tied: an int8 copy; the float embedding stays for lookups
