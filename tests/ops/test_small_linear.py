@@ -24,11 +24,12 @@ def test_matches_float64(M, N, K, with_bias):
     g = torch.Generator().manual_seed(M * 1000 + N + K)
     x, w = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g)
     b = torch.randn(N, generator=g) if with_bias else None
-    assert use_small_linear(x, w)
-    y = linear(x, w, b)
+    assert use_small_linear(x, w) == (M <= SMALL_M[torch.float32])
     ref = F.linear(x.double(), w.double(), None if b is None else b.double())
-    assert y.dtype == torch.float32 and y.shape == (M, N)
-    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * K ** 0.5)
+    # The kernel itself at any row count, and linear() whichever path it takes (oneDNN above SMALL_M).
+    for y in (torch.ops.eager_core.small_linear(x, w, b), linear(x, w, b)):
+        assert y.dtype == torch.float32 and y.shape == (M, N)
+        torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * K ** 0.5)
 
 
 @pytest.mark.parametrize("M", [1, 2, 7, 8, 9, 16])
@@ -41,8 +42,8 @@ def test_bf16_matches_oneDNN(M, N, K, with_bias):
     g = torch.Generator().manual_seed(M * 1000 + N + K)
     x, w = torch.randn(M, K, generator=g).bfloat16(), torch.randn(N, K, generator=g).bfloat16()
     b = torch.randn(N, generator=g).bfloat16() if with_bias else None
-    assert use_small_linear(x, w)
-    y = linear(x, w, b)
+    assert use_small_linear(x, w) == (M <= SMALL_M[torch.bfloat16])
+    y = torch.ops.eager_core.small_linear(x, w, b)   # the kernel itself, at any row count
     assert y.dtype == torch.bfloat16 and y.shape == (M, N)
     exact = F.linear(x.double(), w.double(), None if b is None else b.double())
     assert ((y.double() - exact).abs() <= exact.abs() * 2 ** -8 + 1e-5 * K).all()   # within one bf16 rounding
@@ -80,6 +81,27 @@ def test_leading_dims_and_strided_input():
     y = linear(x, w)
     assert y.shape == (3, 2, 64)
     torch.testing.assert_close(y, F.linear(x.contiguous(), w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("M", [17, 40, 300])
+def test_float32_above_the_kernel_takes_onednn_and_matches_float64(M):
+    from eager_core.ops.linear import onednn_linear, use_onednn_f32
+    g = torch.Generator().manual_seed(M)
+    x, w, b = torch.randn(M, 96, generator=g), torch.randn(50, 96, generator=g), torch.randn(50, generator=g)
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    assert use_onednn_f32(x, w)
+    # Few rows: the small kernel where the CPU runs it, else oneDNN too.
+    assert use_onednn_f32(x[:SMALL_M[torch.float32]], w) == (not need_kernel_f32())
+    ref = F.linear(x.double(), w.double(), b.double())
+    torch.testing.assert_close(linear(x, w, b).double(), ref, rtol=1e-5, atol=1e-4)
+    y3 = onednn_linear(x.reshape(1, M, 96), w)   # leading dimensions kept
+    assert y3.shape == (1, M, 50)
+    assert not use_onednn_f32(x.bfloat16(), w.bfloat16()) and not use_onednn_f32(x.double(), w.double())
+
+
+def need_kernel_f32() -> bool:
+    return small_linear_missing_isa(torch.float32) is None
 
 
 def test_falls_back_to_f_linear_outside_its_domain(monkeypatch):
