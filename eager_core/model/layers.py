@@ -1,4 +1,4 @@
-"""The small building blocks of the decoder: RMSNorm, rotary embeddings, the SwiGLU MLP.
+"""The small building blocks of the decoder: rotary embeddings, the SwiGLU MLP (RMSNorm: ops/norm.py).
 
 Plain functions over tensors, so the hot path is easy to read and to profile.
 """
@@ -13,22 +13,6 @@ import torch.nn.functional as F
 
 from eager_core.ops.int8_linear import Int8Weight, int8_swiglu
 from eager_core.ops.linear import linear
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) * weight, computed in float32 like the reference implementations.
-
-    The upcast matters in bf16/fp16: the mean of squares over 4k channels loses digits otherwise.
-    """
-    dtype = x.dtype
-    # float32: one op, bit-identical to the formula below. On a GPU, any dtype: one fused kernel
-    # (float32 inside, one rounding at the end) instead of eight launches; it rounds once where the
-    # formula rounds twice, a difference of at most one bf16 step that greedy parity tolerates.
-    if dtype == torch.float32 or x.is_cuda:
-        return F.rms_norm(x, (x.shape[-1],), weight, eps)
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ from eager_core.errors import CheckpointError
 from eager_core.io.freed_memory import release_freed_memory
 from eager_core.model.attention import AttentionMetadata, paged_attention, write_kv
 from eager_core.model.config import ModelConfig
-from eager_core.model.layers import apply_rope, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
+from eager_core.model.layers import apply_rope, rope_cos_sin, rope_inv_freq, swiglu_mlp
 from eager_core.model.quantized import (INT8_LM_HEAD, check_quantization, fused_int8, prequantized,
                                         weight_nbytes)
 from eager_core.ops.int8_linear import Int8Weight
 from eager_core.ops.linear import linear
+from eager_core.ops.norm import rms_norm
 
 Linear = torch.Tensor | Int8Weight   # a linear weight [out, in]: float, or weight-only int8 (model/quantized.py)
 
