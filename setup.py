@@ -18,6 +18,7 @@ from setuptools import find_packages, setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CPU_SOURCES = ["csrc/entropy_gate_binding.cpp", "csrc/entropy_gate_cpu.cpp", "csrc/entropy_gate_cpu_simd.cpp",
                "csrc/small_linear_binding.cpp", "csrc/small_linear_cpu.cpp", "csrc/rms_norm_cpu.cpp",
+               "csrc/decode_layers_cpu.cpp",
                "csrc/paged_attention_binding.cpp", "csrc/paged_attention_cpu.cpp",
                "csrc/int8_linear_binding.cpp", "csrc/int8_linear_cpu.cpp", "csrc/int8_linear_cpu_bf16.cpp"]
 CUDA_SOURCES = ["csrc/entropy_gate_cuda.cu", "csrc/entropy_gate_cuda_binding.cpp",

@@ -21,6 +21,7 @@ from eager_core.model.config import ModelConfig
 from eager_core.model.layers import apply_rope, rope_cos_sin, rope_inv_freq, swiglu_mlp
 from eager_core.model.quantized import (INT8_LM_HEAD, check_quantization, fused_int8, prequantized,
                                         weight_nbytes)
+from eager_core.ops.decode_layers import decode_layers, use_decode_layers
 from eager_core.ops.int8_linear import Int8Weight
 from eager_core.ops.linear import linear
 from eager_core.ops.norm import rms_norm
@@ -123,6 +124,11 @@ class Transformer:
             self.lm_head = self.embed if cfg.tie_word_embeddings else take("lm_head.weight", (cfg.vocab_size, h))
         self.inv_freq = rope_inv_freq(hd, cfg.rope_theta, cfg.rope_scaling).to(self.device)
         self.scale = hd ** -0.5
+        # Decode steps of plain Llama-style layers run as one compiled call (ops/decode_layers.py);
+        # the loop in forward() stays the reference and the path for everything else.
+        self.fused_decode = (tp is None and quantization is None and self.device.type == "cpu" and not cfg.qk_norm
+                             and not (cfg.qkv_bias or cfg.o_bias or cfg.mlp_bias) and all(cfg.rope_layers)
+                             and dtype in (torch.float32, torch.bfloat16))
 
     def weight_bytes(self) -> int:
         """Bytes of weights one decode step reads (the embedding row lookup is negligible)."""
@@ -147,6 +153,14 @@ class Transformer:
             tp.check_inputs(input_ids)
         x = F.embedding(input_ids, self.embed)
         cos, sin = rope_cos_sin(positions, self.inv_freq, self.dtype)
+        if self.fused_decode and meta.num_decode == T and meta.decode_tables is not None and use_decode_layers(T, self.dtype):
+            # Read from self.layers at each call (a few us), so a swapped layer weight is always the one used.
+            weights = [t for lw in self.layers
+                       for t in (lw.input_norm, lw.qkv_w, lw.o_w, lw.post_norm, lw.gate_up_w, lw.down_w)]
+            x = decode_layers(x, weights, cos.view(T, hd), sin.view(T, hd), kv_cache, meta.slot_mapping,
+                              meta.decode_tables, meta.decode_context_lens, meta.block_size, self.scale,
+                              cfg.rms_norm_eps, cfg.num_heads, cfg.num_kv_heads)
+            return linear(rms_norm(x[logits_indices], self.norm, cfg.rms_norm_eps), self.lm_head).float()
         for i, lw in enumerate(self.layers):
             # --- attention block ---
             hn = rms_norm(x, lw.input_norm, cfg.rms_norm_eps)

@@ -39,6 +39,11 @@ def _kernel_available(dtype: torch.dtype = torch.float32) -> bool:
     return bool(torch.ops.eager_core.small_linear_supported())
 
 
+def small_linear_available(dtype: torch.dtype) -> bool:
+    """Whether the compiled small-M kernel runs here for ``dtype`` operands (the CPU's ISA, the build)."""
+    return dtype in SMALL_M and _kernel_available(dtype)
+
+
 def use_small_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes the compiled kernel."""
     rows = SMALL_M.get(x.dtype, 0)

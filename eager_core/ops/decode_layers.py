@@ -1,0 +1,39 @@
+"""decode_layers: every decoder layer of a decode step in one compiled call (csrc/decode_layers_cpu.cpp).
+
+At one token per sequence the four matmuls of a layer are most of its arithmetic, but in PyTorch the
+rest is ~35 op calls whose dispatch costs more than their work (a bf16 forward of the default model:
+9.0 ms, of which 6.0 in the matmuls). The op runs the same kernels (small_linear, the paged decode
+attention) and the same elementwise arithmetic with the same roundings in C++; the model
+(model/transformer.py) takes it for decode-only steps of Llama-style layers (no biases, no q/k norms,
+rotary in every layer) on CPU, in float32 or bfloat16, with at most ``SMALL_M[dtype]`` rows, and
+keeps the layer-by-layer PyTorch path, its reference, for everything else.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from eager_core.ops._extension import extension_disabled, load_extension
+from eager_core.ops.linear import SMALL_M, small_linear_available
+
+
+def decode_layers_available(dtype: torch.dtype) -> bool:
+    """Whether the compiled op runs here for ``dtype`` (read at every call: EAGER_CORE_DISABLE_EXT)."""
+    return (dtype in (torch.float32, torch.bfloat16) and not extension_disabled() and load_extension() is not None
+            and hasattr(torch.ops.eager_core, "decode_layers") and small_linear_available(dtype))
+
+
+def use_decode_layers(rows: int, dtype: torch.dtype) -> bool:
+    return 1 <= rows <= SMALL_M.get(dtype, 0) and decode_layers_available(dtype)
+
+
+def decode_layers(x: torch.Tensor, weights: list[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor,
+                  kv_cache: torch.Tensor, slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                  context_lens: torch.Tensor, block_size: int, scale: float, eps: float, heads: int,
+                  kv_heads: int) -> torch.Tensor:
+    """x [T, hidden] after every layer; each row one decode query. ``weights``: per layer input norm,
+    fused qkv, o, post norm, fused gate_up, down. ``cos``/``sin``: [T, head_dim] rotary tables (sin
+    signed as in model/layers.py). Writes each row's k, v into ``kv_cache`` [layers, 2, slots,
+    kv_heads, head_dim] at ``slot_mapping``."""
+    return torch.ops.eager_core.decode_layers(x, weights, cos, sin, kv_cache, slot_mapping, block_tables,
+                                              context_lens, block_size, scale, eps, heads, kv_heads)
