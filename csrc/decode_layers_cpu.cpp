@@ -1,6 +1,7 @@
 /*
  * decode_layers_cpu.cpp: the torch operator eager_core::decode_layers, every decoder layer of a
- * decode step in one call (CPU, float32 or bfloat16, Llama-style layers without biases or q/k norms).
+ * decode step in one call (CPU, float32 or bfloat16 activations, weights in that dtype or weight-only
+ * int8; Llama-style layers without biases or q/k norms).
  *
  * Why: at one token per sequence the arithmetic of a layer other than its four matmuls is tiny, yet
  * in PyTorch it is ~35 op calls (norm, slices, rotary, cache writes, residual adds, SwiGLU), each
@@ -30,6 +31,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "int8_linear.h"
 #include "paged_attention.h"
 #include "small_linear.h"
 
@@ -40,18 +42,93 @@ namespace {
 template <typename T> inline float f32(T v) { return static_cast<float>(v); }
 template <typename T> inline T round_to(float v) { return static_cast<T>(v); }
 
+/* One linear weight of a layer: the model dtype (small_linear), or weight-only int8 values with
+ * float32 scales per group (int8_linear's rows; output in float32, then rounded once, as its op does). */
+struct Weight {
+  const at::Tensor* w;        // float weight, or int8 values
+  const at::Tensor* scales;   // nullptr for a float weight
+  int64_t rows() const { return w->size(0); }
+};
+
+inline int64_t grain(int64_t K) { return std::max<int64_t>(2, (int64_t(1) << 16) / std::max<int64_t>(K, 1)) & ~int64_t(1); }
+
+/* Columns [n0, n1) of x @ W^T into y32 (float32, row stride ldy) for an int8 weight. */
 template <typename T>
-void linear(const T* x, int64_t M, int64_t K, const at::Tensor& W, T* y) {
-  const int64_t N = W.size(0);
-  const int64_t grain = std::max<int64_t>(2, (int64_t(1) << 16) / std::max<int64_t>(K, 1)) & ~int64_t(1);
-  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+void int8_columns(const T* x, const std::vector<float>& x32, int64_t M, int64_t K, const Weight& W, float* y32,
+                  int64_t ldy, int64_t n0, int64_t n1) {
+  const int64_t group = K / W.scales->size(1);
+  const int8_t* q = W.w->data_ptr<int8_t>();
+  const float* sc = W.scales->data_ptr<float>();
+  if constexpr (std::is_same_v<T, float>) {
+    int8_linear::rows(x, M, K, q, sc, group, nullptr, y32, ldy, n0, n1);
+  } else {
+    if (int8_linear::rows_bf16_supported() && K % 32 == 0 && (group == K || group % 32 == 0))
+      int8_linear::rows_bf16(reinterpret_cast<const uint16_t*>(x), M, K, q, sc, group, nullptr, y32, ldy, n0, n1);
+    else
+      int8_linear::rows(x32.data(), M, K, q, sc, group, nullptr, y32, ldy, n0, n1);
+  }
+}
+
+template <typename T>
+std::vector<float> widened(const T* x, int64_t n) {
+  std::vector<float> out;
+  if constexpr (!std::is_same_v<T, float>) {
+    out.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(x[i]);
+  }
+  return out;
+}
+
+template <typename T>
+void linear(const T* x, int64_t M, int64_t K, const Weight& W, T* y) {
+  const int64_t N = W.rows();
+  if (W.scales != nullptr) {
+    const std::vector<float> x32 = widened(x, M * K);
+    std::vector<float> y32(static_cast<size_t>(M * N));
+    at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) {
+      int8_columns(x, x32, M, K, W, y32.data(), N, n0, n1);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = n0; n < n1; ++n) y[m * N + n] = static_cast<T>(y32[m * N + n]);
+    });
+    return;
+  }
+  at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) {
     if constexpr (std::is_same_v<T, float>)
-      small_linear::rows(x, M, K, W.data_ptr<float>(), nullptr, y, N, n0, n1);
+      small_linear::rows(x, M, K, W.w->data_ptr<float>(), nullptr, y, N, n0, n1);
     else
       small_linear::rows_bf16(reinterpret_cast<const uint16_t*>(x), M, K,
-                              reinterpret_cast<const uint16_t*>(W.data_ptr<c10::BFloat16>()), nullptr,
+                              reinterpret_cast<const uint16_t*>(W.w->data_ptr<c10::BFloat16>()), nullptr,
                               reinterpret_cast<uint16_t*>(y), N, n0, n1);
   });
+}
+
+/* act = silu(g) * u of a fused [gate; up] weight. Float weights: h @ Wgu^T in the model dtype, then
+ * round(round(silu(g)) * u) as PyTorch computes it; int8: int8_swiglu's arithmetic, combined in
+ * float32 and rounded once. */
+template <typename T>
+void swiglu(const T* h, int64_t M, int64_t K, const Weight& W, T* gu, T* act) {
+  const int64_t N = W.rows(), I = N / 2;
+  if (W.scales != nullptr) {
+    const std::vector<float> x32 = widened(h, M * K);
+    std::vector<float> g32(static_cast<size_t>(M * N));
+    at::parallel_for(0, I, grain(K), [&](int64_t n0, int64_t n1) {
+      int8_columns(h, x32, M, K, W, g32.data(), N, n0, n1);
+      int8_columns(h, x32, M, K, W, g32.data(), N, I + n0, I + n1);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = n0; n < n1; ++n) {
+          const float g = g32[m * N + n], u = g32[m * N + I + n];
+          act[m * I + n] = static_cast<T>(g / (1.0f + std::exp(-g)) * u);
+        }
+    });
+    return;
+  }
+  linear(h, M, K, W, gu);
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t i = 0; i < I; ++i) {
+      const float g = f32(gu[r * N + i]);
+      const T sg = round_to<T>(g / (1.0f + std::exp(-g)));
+      act[r * I + i] = round_to<T>(f32(sg) * f32(gu[r * N + I + i]));
+    }
 }
 
 template <typename T>
@@ -76,8 +153,11 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
                int64_t block_size, double scale, double eps_d, int64_t H, int64_t KVH) {
   at::Tensor x_t = x_in.clone();
   T* x = x_t.data_ptr<T>();
-  const int64_t rows = x_t.size(0), hidden = x_t.size(1), L = static_cast<int64_t>(w.size()) / 6;
-  const int64_t D = kv_cache.size(4), S = kv_cache.size(2), inter = w[4].size(0) / 2;
+  // Per layer: norm, qkv, o, norm, gate_up, down (6 tensors), or with int8 weights each linear
+  // followed by its scales (10 tensors).
+  const bool i8 = w[1].scalar_type() == at::kChar;
+  const int64_t per = i8 ? 10 : 6, rows = x_t.size(0), hidden = x_t.size(1), L = static_cast<int64_t>(w.size()) / per;
+  const int64_t D = kv_cache.size(4), S = kv_cache.size(2), inter = w[i8 ? 6 : 4].size(0) / 2;
   const int64_t q_out = H * D, kv_out = KVH * D, qkv_out = q_out + 2 * kv_out, half = D / 2;
   const float eps = static_cast<float>(eps_d);
   std::vector<T> h(rows * hidden), qkv(rows * qkv_out), attn(rows * q_out), tmp(rows * std::max(hidden, 2 * inter)),
@@ -92,10 +172,14 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
   const int64_t layer_elems = 2 * S * kv_out;
   T* cache = kv_cache.data_ptr<T>();
   for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor *in_norm = &w[6 * l], *wqkv = &w[6 * l + 1], *wo = &w[6 * l + 2], *post_norm = &w[6 * l + 3],
-                     *wgu = &w[6 * l + 4], *wdown = &w[6 * l + 5];
+    const at::Tensor* lw = &w[per * l];
+    const at::Tensor *in_norm = &lw[0], *post_norm = &lw[i8 ? 5 : 3];
+    const Weight wqkv = i8 ? Weight{&lw[1], &lw[2]} : Weight{&lw[1], nullptr};
+    const Weight wo = i8 ? Weight{&lw[3], &lw[4]} : Weight{&lw[2], nullptr};
+    const Weight wgu = i8 ? Weight{&lw[6], &lw[7]} : Weight{&lw[4], nullptr};
+    const Weight wdown = i8 ? Weight{&lw[8], &lw[9]} : Weight{&lw[5], nullptr};
     rms_norm(x, in_norm->data_ptr<T>(), h.data(), rows, hidden, eps);
-    linear(h.data(), rows, hidden, *wqkv, qkv.data());
+    linear(h.data(), rows, hidden, wqkv, qkv.data());
     T* kc = cache + l * layer_elems;
     T* vc = kc + S * kv_out;
     for (int64_t r = 0; r < rows; ++r) {
@@ -124,17 +208,11 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
       paged_attention::run(a, t0, t1, scratch.data());
     });
     for (int64_t i = 0; i < rows * q_out; ++i) attn[i] = round_to<T>(a32[i]);
-    linear(attn.data(), rows, q_out, *wo, tmp.data());
+    linear(attn.data(), rows, q_out, wo, tmp.data());
     for (int64_t i = 0; i < rows * hidden; ++i) x[i] = round_to<T>(f32(x[i]) + f32(tmp[i]));
     rms_norm(x, post_norm->data_ptr<T>(), h.data(), rows, hidden, eps);
-    linear(h.data(), rows, hidden, *wgu, tmp.data());
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t i = 0; i < inter; ++i) {
-        const float g = f32(tmp[r * 2 * inter + i]);
-        const T sg = round_to<T>(g / (1.0f + std::exp(-g)));
-        act[r * inter + i] = round_to<T>(f32(sg) * f32(tmp[r * 2 * inter + inter + i]));
-      }
-    linear(act.data(), rows, inter, *wdown, tmp.data());
+    swiglu(h.data(), rows, hidden, wgu, tmp.data(), act.data());
+    linear(act.data(), rows, inter, wdown, tmp.data());
     for (int64_t i = 0; i < rows * hidden; ++i) x[i] = round_to<T>(f32(x[i]) + f32(tmp[i]));
   }
   return x_t;
@@ -148,11 +226,11 @@ at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const 
   TORCH_CHECK(st == at::kFloat || st == at::kBFloat16, "decode_layers: x must be float32 or bfloat16, got ", st);
   TORCH_CHECK(st == at::kFloat ? small_linear::supported() : small_linear::supported_bf16(),
               "decode_layers: this CPU lacks the small_linear kernel's instructions");
+  TORCH_CHECK(!weights.empty(), "decode_layers: no weights");
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.size(0) >= 1 && x.size(0) <= small_linear::kMaxRows,
               "decode_layers: x must be a contiguous [T, hidden] with 1 <= T <= ", small_linear::kMaxRows);
-  TORCH_CHECK(weights.size() % 6 == 0 && !weights.empty(), "decode_layers: 6 weights per layer");
   TORCH_CHECK(kv_cache.dim() == 5 && kv_cache.is_contiguous() && kv_cache.scalar_type() == st &&
-                  kv_cache.size(0) == static_cast<int64_t>(weights.size() / 6) && kv_cache.size(1) == 2 &&
+                  kv_cache.size(1) == 2 &&
                   kv_cache.size(3) == kv_heads,
               "decode_layers: kv_cache must be a contiguous [layers, 2, slots, kv_heads, head_dim] in x's dtype");
   const int64_t T = x.size(0), D = kv_cache.size(4), hidden = x.size(1);
@@ -177,19 +255,38 @@ at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const 
     }
   }
   std::vector<at::Tensor> w(weights.begin(), weights.end());
-  for (size_t l = 0; l < w.size() / 6; ++l) {
-    const at::Tensor* lw = &w[6 * l];
-    for (int k = 0; k < 6; ++k)
-      TORCH_CHECK(lw[k].scalar_type() == st && lw[k].is_contiguous(), "decode_layers: layer ", l, " weight ", k,
-                  " must be contiguous and in x's dtype");
-    const int64_t inter2 = lw[4].dim() == 2 ? lw[4].size(0) : 0;
-    const bool ok = lw[0].dim() == 1 && lw[0].size(0) == hidden && lw[3].dim() == 1 && lw[3].size(0) == hidden &&
-                    lw[1].dim() == 2 && lw[1].size(0) == (heads + 2 * kv_heads) * D && lw[1].size(1) == hidden &&
-                    lw[2].dim() == 2 && lw[2].size(0) == hidden && lw[2].size(1) == heads * D &&
-                    inter2 > 0 && inter2 % 2 == 0 && lw[4].size(1) == hidden && lw[5].dim() == 2 &&
-                    lw[5].size(0) == hidden && lw[5].size(1) == inter2 / 2;
-    TORCH_CHECK(ok, "decode_layers: layer ", l, " weights must be norm [h], qkv [(H + 2 KVH) D, h], o [h, H D], "
-                "norm [h], gate_up [2 I, h], down [h, I]");
+  const bool i8 = w.size() > 1 && w[1].scalar_type() == at::kChar;
+  const size_t per = i8 ? 10 : 6;
+  TORCH_CHECK(w.size() % per == 0 && static_cast<int64_t>(w.size() / per) == kv_cache.size(0),
+              "decode_layers: ", per, " weights per layer (", kv_cache.size(0), " layers), got ", w.size());
+  for (size_t l = 0; l < w.size() / per; ++l) {
+    const at::Tensor* lw = &w[per * l];
+    // The linears (value tensor, scales or nullptr) in order qkv, o, gate_up, down; and the two norms.
+    const at::Tensor* lin[4] = {&lw[1], &lw[i8 ? 3 : 2], &lw[i8 ? 6 : 4], &lw[i8 ? 8 : 5]};
+    const at::Tensor* scl[4] = {i8 ? &lw[2] : nullptr, i8 ? &lw[4] : nullptr, i8 ? &lw[7] : nullptr,
+                                i8 ? &lw[9] : nullptr};
+    const at::Tensor* norms[2] = {&lw[0], &lw[i8 ? 5 : 3]};
+    for (const at::Tensor* n : norms)
+      TORCH_CHECK(n->scalar_type() == st && n->is_contiguous() && n->dim() == 1 && n->size(0) == hidden,
+                  "decode_layers: layer ", l, " norm weights must be contiguous [", hidden, "] in x's dtype");
+    const int64_t inter2 = lin[2]->dim() == 2 ? lin[2]->size(0) : 0;
+    const int64_t shape[4][2] = {{(heads + 2 * kv_heads) * D, hidden}, {hidden, heads * D}, {inter2, hidden},
+                                 {hidden, inter2 / 2}};
+    TORCH_CHECK(inter2 > 0 && inter2 % 2 == 0, "decode_layers: layer ", l, " gate_up must be [2 I, hidden]");
+    for (int k = 0; k < 4; ++k) {
+      const at::Tensor& t = *lin[k];
+      TORCH_CHECK(t.scalar_type() == (i8 ? at::kChar : st) && t.is_contiguous() && t.dim() == 2 &&
+                      t.size(0) == shape[k][0] && t.size(1) == shape[k][1],
+                  "decode_layers: layer ", l, " linear ", k, " must be a contiguous [", shape[k][0], ", ", shape[k][1],
+                  "] ", i8 ? "int8" : "in x's dtype", ", got ", t.scalar_type(), " ", t.sizes());
+      if (i8) {
+        const at::Tensor& sc = *scl[k];
+        TORCH_CHECK(sc.scalar_type() == at::kFloat && sc.is_contiguous() && sc.dim() == 2 &&
+                        sc.size(0) == t.size(0) && sc.size(1) >= 1 && t.size(1) % sc.size(1) == 0 &&
+                        (sc.size(1) == 1 || (t.size(1) / sc.size(1)) % 16 == 0),
+                    "decode_layers: layer ", l, " scales ", k, " must be float32 [N, groups], groups of 16k");
+      }
+    }
   }
   if (st == at::kFloat)
     return run<float>(x, w, cos, sin, kv_cache, slots, tables, lens, block_size, scale, eps, heads, kv_heads);

@@ -126,7 +126,7 @@ class Transformer:
         self.scale = hd ** -0.5
         # Decode steps of plain Llama-style layers run as one compiled call (ops/decode_layers.py);
         # the loop in forward() stays the reference and the path for everything else.
-        self.fused_decode = (tp is None and quantization is None and self.device.type == "cpu" and not cfg.qk_norm
+        self.fused_decode = (tp is None and self.device.type == "cpu" and not cfg.qk_norm
                              and not (cfg.qkv_bias or cfg.o_bias or cfg.mlp_bias) and all(cfg.rope_layers)
                              and dtype in (torch.float32, torch.bfloat16))
 
@@ -155,8 +155,7 @@ class Transformer:
         cos, sin = rope_cos_sin(positions, self.inv_freq, self.dtype)
         if self.fused_decode and meta.num_decode == T and meta.decode_tables is not None and use_decode_layers(T, self.dtype):
             # Read from self.layers at each call (a few us), so a swapped layer weight is always the one used.
-            weights = [t for lw in self.layers
-                       for t in (lw.input_norm, lw.qkv_w, lw.o_w, lw.post_norm, lw.gate_up_w, lw.down_w)]
+            weights = [t for lw in self.layers for t in _decode_layer_tensors(lw)]
             x = decode_layers(x, weights, cos.view(T, hd), sin.view(T, hd), kv_cache, meta.slot_mapping,
                               meta.decode_tables, meta.decode_context_lens, meta.block_size, self.scale,
                               cfg.rms_norm_eps, cfg.num_heads, cfg.num_kv_heads)
@@ -191,6 +190,14 @@ class Transformer:
                 x = x + tp.reduce(swiglu_mlp(hn, lw.gate_up_w, lw.gate_up_b, lw.down_w, None), lw.down_b)
         x = rms_norm(x[logits_indices], self.norm, cfg.rms_norm_eps)
         return linear(x, self.lm_head).float()
+
+
+def _decode_layer_tensors(lw: LayerWeights) -> tuple[torch.Tensor, ...]:
+    """A layer's tensors in ops.decode_layers' order: norm, qkv, o, norm, gate_up, down; an int8
+    linear as its values then its scales."""
+    def parts(w: Linear) -> tuple[torch.Tensor, ...]:
+        return (w.qweight, w.scales) if isinstance(w, Int8Weight) else (w,)
+    return (lw.input_norm, *parts(lw.qkv_w), *parts(lw.o_w), lw.post_norm, *parts(lw.gate_up_w), *parts(lw.down_w))
 
 
 class _WeightTaker:

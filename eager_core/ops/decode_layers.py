@@ -5,8 +5,9 @@ rest is ~35 op calls whose dispatch costs more than their work (a bf16 forward o
 9.0 ms, of which 6.0 in the matmuls). The op runs the same kernels (small_linear, the paged decode
 attention) and the same elementwise arithmetic with the same roundings in C++; the model
 (model/transformer.py) takes it for decode-only steps of Llama-style layers (no biases, no q/k norms,
-rotary in every layer) on CPU, in float32 or bfloat16, with at most ``SMALL_M[dtype]`` rows, and
-keeps the layer-by-layer PyTorch path, its reference, for everything else.
+rotary in every layer) on CPU, in float32 or bfloat16, with float or weight-only int8 linears
+(``quantization="int8"``: int8_linear's rows and int8_swiglu's arithmetic), at most ``SMALL_M[dtype]``
+rows, and keeps the layer-by-layer PyTorch path, its reference, for everything else.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def decode_layers(x: torch.Tensor, weights: list[torch.Tensor], cos: torch.Tenso
                   context_lens: torch.Tensor, block_size: int, scale: float, eps: float, heads: int,
                   kv_heads: int) -> torch.Tensor:
     """x [T, hidden] after every layer; each row one decode query. ``weights``: per layer input norm,
-    fused qkv, o, post norm, fused gate_up, down. ``cos``/``sin``: [T, head_dim] rotary tables (sin
+    fused qkv, o, post norm, fused gate_up, down (an int8 linear as two tensors: values, scales). ``cos``/``sin``: [T, head_dim] rotary tables (sin
     signed as in model/layers.py). Writes each row's k, v into ``kv_cache`` [layers, 2, slots,
     kv_heads, head_dim] at ``slot_mapping``."""
     return torch.ops.eager_core.decode_layers(x, weights, cos, sin, kv_cache, slot_mapping, block_tables,
