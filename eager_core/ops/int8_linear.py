@@ -14,7 +14,7 @@ change. ``int8_linear`` then picks:
   AVX-512, AVX2 or portable C++, chosen at load time (``int8_isa()``).
 * CUDA, at most ``CUDA_SMALL_M`` rows: the compiled CUDA kernel (csrc/int8_linear_cuda.cu).
 * everything else (prefill, no extension, ``EAGER_CORE_DISABLE_EXT=1``): dequantize to x's dtype,
-  then ``F.linear``. That is also the reference the kernels are tested against
+  then ``F.linear`` (float32 on CPU: oneDNN's matmul, ``ops/onednn.py``, unless the extension is disabled). That is also the reference the kernels are tested against
   (``int8_linear_reference``).
 """
 
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from eager_core.ops._extension import extension_disabled, load_extension
+from eager_core.ops.onednn import onednn_available, onednn_linear
 
 # One scale per 32 weights of a row unless K is not a multiple of it (then one per row). Chosen by
 # measurement over per-channel scales (docs/performance.md, "Weight-only int8").
@@ -157,6 +158,8 @@ def int8_linear(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None =
     """x @ dequant(weight).T + bias, in x's dtype (float32 accumulation in the kernels)."""
     if use_int8_kernel(x, weight):
         return torch.ops.eager_core.int8_linear(x, weight.qweight, weight.scales, bias)
+    if x.is_cpu and x.dtype == torch.float32 and onednn_available() and not extension_disabled():
+        return onednn_linear(x, weight.dequantize(torch.float32), bias)   # prefill: not MKL (ops/onednn.py)
     return int8_linear_reference(x, weight, bias)
 
 

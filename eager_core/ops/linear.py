@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from eager_core.ops._extension import extension_disabled, load_extension
 from eager_core.ops.int8_linear import Int8Weight, int8_linear
+from eager_core.ops.onednn import onednn_available, onednn_linear
 
 # Rows up to which the kernel beats oneDNN on the 2-core reference machine (docs/performance.md).
 SMALL_M = {torch.float32: 16, torch.bfloat16: 8}
@@ -51,23 +52,11 @@ def use_small_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and weight.is_contiguous() and _kernel_available(x.dtype) and not extension_disabled())
 
 
-@functools.lru_cache(maxsize=None)
-def _onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
 def use_onednn_f32(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes oneDNN's float32 matmul (rows above the small kernel's)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and weight.dim() == 2 and x.shape[-1] == weight.shape[1] and not use_small_linear(x, weight)
-            and _onednn_available() and not extension_disabled())
-
-
-def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias through oneDNN's matmul (plain weight layout; any leading dimensions)."""
-    x2 = x.reshape(-1, x.shape[-1]).contiguous()
-    y = torch.ops.mkldnn._linear_pointwise(x2, weight.contiguous(), bias, "none", [], "")
-    return y.reshape(*x.shape[:-1], weight.shape[0])
+            and onednn_available() and not extension_disabled())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor | Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:

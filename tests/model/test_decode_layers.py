@@ -38,13 +38,14 @@ def _run(ckpt, dtype: str, fused: bool, n: int = 2, quantization: str | None = N
     return [[c.token_ids for c in r.outputs] for r in outs], steps, model
 
 
+@pytest.mark.parametrize("n", [2, 5])   # 8 rows: the small kernel; 20 rows: int8's kernel, bf16's GEMM
 @pytest.mark.parametrize("quantization", [None, "int8"])
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("bfloat16", 0.0)])
-def test_every_decode_step_equals_the_layer_by_layer_path(tiny_ckpt, dtype, atol, quantization):
+def test_every_decode_step_equals_the_layer_by_layer_path(tiny_ckpt, dtype, atol, quantization, n):
     _need(getattr(torch, dtype))
-    fused_tokens, fused_steps, model = _run(tiny_ckpt, dtype, fused=True, quantization=quantization)
+    fused_tokens, fused_steps, model = _run(tiny_ckpt, dtype, fused=True, quantization=quantization, n=n)
     assert model.fused_decode   # a plain Llama: the one-call path was available
-    ref_tokens, ref_steps, _ = _run(tiny_ckpt, dtype, fused=False, quantization=quantization)
+    ref_tokens, ref_steps, _ = _run(tiny_ckpt, dtype, fused=False, quantization=quantization, n=n)
     assert fused_tokens == ref_tokens
     assert len(fused_steps) == len(ref_steps)
     worst = max((a - b).abs().max().item() for a, b in zip(fused_steps, ref_steps))
@@ -63,6 +64,10 @@ def test_the_path_is_taken_only_where_it_applies(tiny_ckpt, tiny_ckpt_factory, m
     llm = LLM(str(tiny_ckpt), num_kv_blocks=200, block_size=4, enable_prefix_caching=False)
     llm.generate(prompt_token_ids=PROMPTS, params=SamplingParams(max_tokens=4, n=2, seed=1, ignore_eos=True))
     assert calls and max(calls) <= SMALL_M[torch.float32]   # decode-only steps, within the kernel's rows
+    from eager_core.ops.decode_layers import use_decode_layers
+    assert not use_decode_layers(SMALL_M[torch.float32] + 1, torch.float32)   # oneDNN's op: the loop
+    assert use_decode_layers(SMALL_M[torch.float32] + 1, torch.float32, int8=True)
+    assert not use_decode_layers(65, torch.bfloat16, int8=True) and not use_decode_layers(0, torch.float32)
     calls.clear()
     monkeypatch.setenv("EAGER_CORE_DISABLE_EXT", "1")
     llm.generate(prompt_token_ids=PROMPTS, params=SamplingParams(max_tokens=4, seed=1, ignore_eos=True))

@@ -85,7 +85,8 @@ def test_leading_dims_and_strided_input():
 
 @pytest.mark.parametrize("M", [17, 40, 300])
 def test_float32_above_the_kernel_takes_onednn_and_matches_float64(M):
-    from eager_core.ops.linear import onednn_linear, use_onednn_f32
+    from eager_core.ops.linear import use_onednn_f32
+    from eager_core.ops.onednn import onednn_linear
     g = torch.Generator().manual_seed(M)
     x, w, b = torch.randn(M, 96, generator=g), torch.randn(50, 96, generator=g), torch.randn(50, generator=g)
     if not torch.backends.mkldnn.is_available():
