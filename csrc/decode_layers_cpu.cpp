@@ -79,17 +79,9 @@ std::vector<float> widened(const T* x, int64_t n) {
   return out;
 }
 
-/* blas: more rows than the small kernel's limit, so a float weight goes to at::mm, the GEMM the
- * layer loop's F.linear reaches (oneDNN for bfloat16), with the same result. */
 template <typename T>
-void linear(const T* x, int64_t M, int64_t K, const Weight& W, T* y, bool blas) {
+void linear(const T* x, int64_t M, int64_t K, const Weight& W, T* y) {
   const int64_t N = W.rows();
-  if (blas && W.scales == nullptr) {
-    const auto opts = W.w->options();
-    at::Tensor yt = at::from_blob(y, {M, N}, opts);
-    at::mm_out(yt, at::from_blob(const_cast<T*>(x), {M, K}, opts), W.w->t());
-    return;
-  }
   if (W.scales != nullptr) {
     const std::vector<float> x32 = widened(x, M * K);
     std::vector<float> y32(static_cast<size_t>(M * N));
@@ -114,7 +106,7 @@ void linear(const T* x, int64_t M, int64_t K, const Weight& W, T* y, bool blas) 
  * round(round(silu(g)) * u) as PyTorch computes it; int8: int8_swiglu's arithmetic, combined in
  * float32 and rounded once. */
 template <typename T>
-void swiglu(const T* h, int64_t M, int64_t K, const Weight& W, T* gu, T* act, bool blas) {
+void swiglu(const T* h, int64_t M, int64_t K, const Weight& W, T* gu, T* act) {
   const int64_t N = W.rows(), I = N / 2;
   if (W.scales != nullptr) {
     const std::vector<float> x32 = widened(h, M * K);
@@ -130,7 +122,7 @@ void swiglu(const T* h, int64_t M, int64_t K, const Weight& W, T* gu, T* act, bo
     });
     return;
   }
-  linear(h, M, K, W, gu, blas);
+  linear(h, M, K, W, gu);
   for (int64_t r = 0; r < M; ++r)
     for (int64_t i = 0; i < I; ++i) {
       const float g = f32(gu[r * N + i]);
@@ -158,7 +150,7 @@ void rms_norm(const T* x, const T* w, T* y, int64_t rows, int64_t D, float eps) 
 template <typename T>
 at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const at::Tensor& cos, const at::Tensor& sin,
                const at::Tensor& kv_cache, const at::Tensor& slots, const at::Tensor& tables, const at::Tensor& lens,
-               int64_t block_size, double scale, double eps_d, int64_t H, int64_t KVH, int64_t small_rows) {
+               int64_t block_size, double scale, double eps_d, int64_t H, int64_t KVH) {
   at::Tensor x_t = x_in.clone();
   T* x = x_t.data_ptr<T>();
   // Per layer: norm, qkv, o, norm, gate_up, down (6 tensors), or with int8 weights each linear
@@ -168,7 +160,6 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
   const int64_t D = kv_cache.size(4), S = kv_cache.size(2), inter = w[i8 ? 6 : 4].size(0) / 2;
   const int64_t q_out = H * D, kv_out = KVH * D, qkv_out = q_out + 2 * kv_out, half = D / 2;
   const float eps = static_cast<float>(eps_d);
-  const bool blas = rows > small_rows;
   std::vector<T> h(rows * hidden), qkv(rows * qkv_out), attn(rows * q_out), tmp(rows * std::max(hidden, 2 * inter)),
       act(rows * inter);
   std::vector<float> q32(rows * q_out), a32(rows * q_out);
@@ -188,7 +179,7 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
     const Weight wgu = i8 ? Weight{&lw[6], &lw[7]} : Weight{&lw[4], nullptr};
     const Weight wdown = i8 ? Weight{&lw[8], &lw[9]} : Weight{&lw[5], nullptr};
     rms_norm(x, in_norm->data_ptr<T>(), h.data(), rows, hidden, eps);
-    linear(h.data(), rows, hidden, wqkv, qkv.data(), blas);
+    linear(h.data(), rows, hidden, wqkv, qkv.data());
     T* kc = cache + l * layer_elems;
     T* vc = kc + S * kv_out;
     for (int64_t r = 0; r < rows; ++r) {
@@ -217,11 +208,11 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
       paged_attention::run(a, t0, t1, scratch.data());
     });
     for (int64_t i = 0; i < rows * q_out; ++i) attn[i] = round_to<T>(a32[i]);
-    linear(attn.data(), rows, q_out, wo, tmp.data(), blas);
+    linear(attn.data(), rows, q_out, wo, tmp.data());
     for (int64_t i = 0; i < rows * hidden; ++i) x[i] = round_to<T>(f32(x[i]) + f32(tmp[i]));
     rms_norm(x, post_norm->data_ptr<T>(), h.data(), rows, hidden, eps);
-    swiglu(h.data(), rows, hidden, wgu, tmp.data(), act.data(), blas);
-    linear(act.data(), rows, inter, wdown, tmp.data(), blas);
+    swiglu(h.data(), rows, hidden, wgu, tmp.data(), act.data());
+    linear(act.data(), rows, inter, wdown, tmp.data());
     for (int64_t i = 0; i < rows * hidden; ++i) x[i] = round_to<T>(f32(x[i]) + f32(tmp[i]));
   }
   return x_t;
@@ -230,7 +221,7 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
 at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const at::Tensor& cos, const at::Tensor& sin,
                              const at::Tensor& kv_cache, const at::Tensor& slot_mapping, const at::Tensor& block_tables,
                              const at::Tensor& context_lens, int64_t block_size, double scale, double eps,
-                             int64_t heads, int64_t kv_heads, int64_t small_rows) {
+                             int64_t heads, int64_t kv_heads) {
   const auto st = x.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kBFloat16, "decode_layers: x must be float32 or bfloat16, got ", st);
   TORCH_CHECK(st == at::kFloat ? small_linear::supported() : small_linear::supported_bf16(),
@@ -298,10 +289,8 @@ at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const 
     }
   }
   if (st == at::kFloat)
-    return run<float>(x, w, cos, sin, kv_cache, slots, tables, lens, block_size, scale, eps, heads, kv_heads,
-                      small_rows);
-  return run<c10::BFloat16>(x, w, cos, sin, kv_cache, slots, tables, lens, block_size, scale, eps, heads, kv_heads,
-                            small_rows);
+    return run<float>(x, w, cos, sin, kv_cache, slots, tables, lens, block_size, scale, eps, heads, kv_heads);
+  return run<c10::BFloat16>(x, w, cos, sin, kv_cache, slots, tables, lens, block_size, scale, eps, heads, kv_heads);
 }
 
 }  // namespace
@@ -310,7 +299,7 @@ at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const 
 TORCH_LIBRARY_FRAGMENT(eager_core, m) {
   m.def("decode_layers(Tensor x, Tensor[] weights, Tensor cos, Tensor sin, Tensor(a!) kv_cache, Tensor slot_mapping,"
         " Tensor block_tables, Tensor context_lens, int block_size, float scale, float eps, int heads,"
-        " int kv_heads, int small_rows=64) -> Tensor");
+        " int kv_heads) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(eager_core, CPU, m) { m.impl("decode_layers", &eager_core::decode_layers_cpu); }

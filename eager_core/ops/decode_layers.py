@@ -24,17 +24,12 @@ def decode_layers_available(dtype: torch.dtype) -> bool:
             and hasattr(torch.ops.eager_core, "decode_layers") and small_linear_available(dtype))
 
 
-MAX_ROWS = 64   # small_linear::kMaxRows and int8_linear::kMaxRows
-
-
-def use_decode_layers(rows: int, dtype: torch.dtype, int8: bool = False) -> bool:
-    """Whether a decode step of ``rows`` rows takes the op: where its matmuls are the ones the layer loop
-    would call. Float weights: the small kernel up to ``SMALL_M[dtype]`` rows, and for bfloat16 beyond
-    (up to 64) the same GEMM as F.linear (oneDNN); float32 beyond goes through oneDNN's own op in
-    ops.linear, which the C++ side does not call, so it stays in the loop. int8: its kernel, to 64 rows."""
-    if not 1 <= rows <= MAX_ROWS or not decode_layers_available(dtype):
-        return False
-    return int8 or rows <= SMALL_M[dtype] or dtype == torch.bfloat16
+def use_decode_layers(rows: int, dtype: torch.dtype) -> bool:
+    """Whether a decode step of ``rows`` rows takes the op: up to ``SMALL_M[dtype]`` rows, where its
+    matmuls are the small kernels the layer loop would call. Beyond, the loop's multithreaded,
+    vectorised elementwise ops matter: tried with bfloat16 at 32 rows (the same GEMM as F.linear),
+    the op's scalar SiLU made the 32-prompt decode 20% slower."""
+    return 1 <= rows <= SMALL_M.get(dtype, 0) and decode_layers_available(dtype)
 
 
 def decode_layers(x: torch.Tensor, weights: list[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor,
@@ -46,5 +41,4 @@ def decode_layers(x: torch.Tensor, weights: list[torch.Tensor], cos: torch.Tenso
     signed as in model/layers.py). Writes each row's k, v into ``kv_cache`` [layers, 2, slots,
     kv_heads, head_dim] at ``slot_mapping``."""
     return torch.ops.eager_core.decode_layers(x, weights, cos, sin, kv_cache, slot_mapping, block_tables,
-                                              context_lens, block_size, scale, eps, heads, kv_heads,
-                                              SMALL_M[x.dtype])
+                                              context_lens, block_size, scale, eps, heads, kv_heads)
