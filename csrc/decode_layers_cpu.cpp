@@ -50,7 +50,10 @@ struct Weight {
   int64_t rows() const { return w->size(0); }
 };
 
-inline int64_t grain(int64_t K) { return std::max<int64_t>(2, (int64_t(1) << 16) / std::max<int64_t>(K, 1)) & ~int64_t(1); }
+/* At least 64 KB of weights per task (as the ops' bindings), so a thread's start-up cost stays small. */
+inline int64_t grain(int64_t K) {
+  return std::max<int64_t>(2, (int64_t(1) << 16) / std::max<int64_t>(K, 1)) & ~int64_t(1);
+}
 
 /* Columns [n0, n1) of x @ W^T into y32 (float32, row stride ldy) for an int8 weight. */
 template <typename T>
@@ -243,7 +246,8 @@ at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const 
                   block_tables.scalar_type() == at::kLong,
               "decode_layers: slot_mapping, context_lens int64 [T], block_tables int64 [T, width]");
   const int64_t S = kv_cache.size(2), width = block_tables.size(1);
-  const at::Tensor slots = slot_mapping.contiguous(), lens = context_lens.contiguous(), tables = block_tables.contiguous();
+  const at::Tensor slots = slot_mapping.contiguous(), lens = context_lens.contiguous();
+  const at::Tensor tables = block_tables.contiguous();
   for (int64_t b = 0; b < T; ++b) {
     const int64_t n = lens.data_ptr<int64_t>()[b], sl = slots.data_ptr<int64_t>()[b];
     TORCH_CHECK(sl >= 0 && sl < S, "decode_layers: slot_mapping[", b, "] = ", sl, " outside the pool");

@@ -15,8 +15,9 @@
  * bf16 / fp16 chunks are widened to float into a per-thread scratch buffer first.
  *
  * Top-k: a best-first insertion-sorted list of capacity min(top_k, kListMax), at least 2 (top-2)
- * and at least out_k (the entries written back for logprobs and confidence). Scanning in index order and inserting only on strictly greater values keeps equal
- * values in index order, so ties resolve to the lower token id, deterministically.
+ * and at least out_k (the entries written back for logprobs and confidence). Scanning in index
+ * order and inserting only on strictly greater values keeps equal values in index order, so ties
+ * resolve to the lower token id, deterministically.
  * For kListMax < top_k < vocab the list keeps only the top 2, and entropy_topk is computed
  * after the pass by std::nth_element over a float copy of the row (O(V) but a second read).
  */

@@ -213,8 +213,10 @@ def run(args: argparse.Namespace, log=print, ckpt: Path | None = None, gguf: Pat
                         continue
                     log(f"{shape} {dtype}{' int8' if args.quantization else ''} {t} thread(s): {engine} ...")
                     try:
-                        r = (measure_peer(root, model, shape, t, args.max_tokens, args.repeats) if engine == "llama.cpp"
-                             else measure_eager(ckpt, shape, dtype, args.quantization, t, args.max_tokens, args.repeats))
+                        if engine == "llama.cpp":
+                            r = measure_peer(root, model, shape, t, args.max_tokens, args.repeats)
+                        else:
+                            r = measure_eager(ckpt, shape, dtype, args.quantization, t, args.max_tokens, args.repeats)
                     except ChildFailed as exc:
                         notes.append(f"{shape} {dtype} {t}t {engine} failed: {exc}")
                         log(notes[-1])
@@ -245,7 +247,8 @@ def format_report(rep: dict[str, Any]) -> str:
     for row in rep["rows"]:
         p, e = row.get("llama.cpp"), row.get("eager_core")
         dtype = row["dtype"] + (" int8" if row["quantization"] else "")
-        lines.append(f"| {row['shape']} | {dtype} | {row['peer_type']} | {row['threads']} | {_cell(p, 'tok_s', '.1f')} | "
+        lines.append(f"| {row['shape']} | {dtype} | {row['peer_type']} | {row['threads']} | "
+                     f"{_cell(p, 'tok_s', '.1f')} | "
                      f"{_cell(e, 'tok_s', '.1f')} | {format(row['x_peer'], '.2f') if 'x_peer' in row else '-'} | "
                      f"{_cell(p, 'bw_pct', '.0f')} | {_cell(e, 'bw_pct', '.0f')} | {_cell(p, 'peak_mib', '.0f')} | "
                      f"{_cell(e, 'peak_mib', '.0f')} | {_cell(e, 'load', '.1f')} |")

@@ -15,9 +15,10 @@ them from one call, ``step_signals(seqs, logits)``:
 The entropies, top-2, branch flags and the confidence all come from one ``ops.entropy_gate`` call
 per entropy setting (normally one per step): the gate returns the top-k log-probabilities it keeps
 during its pass anyway (``return_topk``), so the confidence costs no second pass over the logits
-(for k above the gate's list, ``MAX_RETURN_TOPK``, one ``topk`` minus the gate's log-normaliser). ``StepSignals.row(i, seq)`` adds what the state
-knows about the row's trace and its prompt's budget (``RowView``). Running trace statistics of
-confidence (group confidence, lowest group confidence) live in ``trace_confidence.py``.
+(for k above the gate's list, ``MAX_RETURN_TOPK``, one ``topk`` minus the gate's log-normaliser).
+``StepSignals.row(i, seq)`` adds what the state knows about the row's trace and its prompt's budget
+(``RowView``). Running trace statistics of confidence (group confidence, lowest group confidence)
+live in ``trace_confidence.py``.
 
 Rows are read through ``seq.request.controller_state``, an ``EagerState`` (or a subclass) whose
 ``params`` is an ``EagerParams`` (or a subclass).

@@ -153,7 +153,8 @@ class Transformer:
             tp.check_inputs(input_ids)
         x = F.embedding(input_ids, self.embed)
         cos, sin = rope_cos_sin(positions, self.inv_freq, self.dtype)
-        if self.fused_decode and meta.num_decode == T and meta.decode_tables is not None and use_decode_layers(T, self.dtype):
+        if (self.fused_decode and meta.num_decode == T and meta.decode_tables is not None
+                and use_decode_layers(T, self.dtype)):
             # Read from self.layers at each call (a few us), so a swapped layer weight is always the one used.
             weights = [t for lw in self.layers for t in _decode_layer_tensors(lw)]
             x = decode_layers(x, weights, cos.view(T, hd), sin.view(T, hd), kv_cache, meta.slot_mapping,

@@ -14,8 +14,8 @@ change. ``int8_linear`` then picks:
   AVX-512, AVX2 or portable C++, chosen at load time (``int8_isa()``).
 * CUDA, at most ``CUDA_SMALL_M`` rows: the compiled CUDA kernel (csrc/int8_linear_cuda.cu).
 * everything else (prefill, no extension, ``EAGER_CORE_DISABLE_EXT=1``): dequantize to x's dtype,
-  then ``F.linear`` (float32 on CPU: oneDNN's matmul, ``ops/onednn.py``, unless the extension is disabled). That is also the reference the kernels are tested against
-  (``int8_linear_reference``).
+  then ``F.linear`` (float32 on CPU: oneDNN's matmul, ``ops/onednn.py``, unless the extension is
+  disabled). That is also the reference the kernels are tested against (``int8_linear_reference``).
 """
 
 from __future__ import annotations

@@ -108,7 +108,8 @@ def test_theta_sweep_of_one_method_runs_the_median_theta_for_the_others():
                       ("eager", 2.3), ("eager-deepconf", 2.3)}
     for stray in (["deepconf"], ["eager-adapt"]):   # no theta / not in the sweep
         with pytest.raises(ConfigError, match="theta_sweep_methods"):
-            EvalConfig(dataset="x", methods=["parallel", "eager-init", "deepconf"], theta_sweep_methods=stray).validate()
+            EvalConfig(dataset="x", methods=["parallel", "eager-init", "deepconf"],
+                       theta_sweep_methods=stray).validate()
 
 
 def test_end_to_end_writes_every_file(full_run):

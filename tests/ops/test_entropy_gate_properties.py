@@ -2,7 +2,8 @@
 compiled CPU kernel ("cpp") and the PyTorch fallback ("torch").
 
 Hypothesis draws the shape (B in 1..64, V in 1..200k), dtype, top_k (including top_k >= V),
-kind, threshold form, how many top entries are returned (return_topk), and the logits' character (scale, -inf masks, ties, huge magnitudes);
+kind, threshold form, how many top entries are returned (return_topk), and the logits' character
+(scale, -inf masks, ties, huge magnitudes);
 the logits themselves come from a seeded generator (drawing 10^5 floats through hypothesis
 would be slow and shrink badly). B * V is capped so the float64 oracle stays fast.
 """
