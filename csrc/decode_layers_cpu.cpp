@@ -33,6 +33,7 @@
 
 #include "int8_linear.h"
 #include "paged_attention.h"
+#include "rms_norm.h"
 #include "small_linear.h"
 
 namespace eager_core {
@@ -49,11 +50,6 @@ struct Weight {
   const at::Tensor* scales;   // nullptr for a float weight
   int64_t rows() const { return w->size(0); }
 };
-
-/* At least 64 KB of weights per task (as the ops' bindings), so a thread's start-up cost stays small. */
-inline int64_t grain(int64_t K) {
-  return std::max<int64_t>(2, (int64_t(1) << 16) / std::max<int64_t>(K, 1)) & ~int64_t(1);
-}
 
 /* Columns [n0, n1) of x @ W^T into y32 (float32, row stride ldy) for an int8 weight. */
 template <typename T>
@@ -88,14 +84,14 @@ void linear(const T* x, int64_t M, int64_t K, const Weight& W, T* y) {
   if (W.scales != nullptr) {
     const std::vector<float> x32 = widened(x, M * K);
     std::vector<float> y32(static_cast<size_t>(M * N));
-    at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, N, small_linear::column_grain(K), [&](int64_t n0, int64_t n1) {
       int8_columns(x, x32, M, K, W, y32.data(), N, n0, n1);
       for (int64_t m = 0; m < M; ++m)
         for (int64_t n = n0; n < n1; ++n) y[m * N + n] = static_cast<T>(y32[m * N + n]);
     });
     return;
   }
-  at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, small_linear::column_grain(K), [&](int64_t n0, int64_t n1) {
     if constexpr (std::is_same_v<T, float>)
       small_linear::rows(x, M, K, W.w->data_ptr<float>(), nullptr, y, N, n0, n1);
     else
@@ -114,7 +110,7 @@ void swiglu(const T* h, int64_t M, int64_t K, const Weight& W, T* gu, T* act) {
   if (W.scales != nullptr) {
     const std::vector<float> x32 = widened(h, M * K);
     std::vector<float> g32(static_cast<size_t>(M * N));
-    at::parallel_for(0, I, grain(K), [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, I, small_linear::column_grain(K), [&](int64_t n0, int64_t n1) {
       int8_columns(h, x32, M, K, W, g32.data(), N, n0, n1);
       int8_columns(h, x32, M, K, W, g32.data(), N, I + n0, I + n1);
       for (int64_t m = 0; m < M; ++m)
@@ -136,18 +132,7 @@ void swiglu(const T* h, int64_t M, int64_t K, const Weight& W, T* gu, T* act) {
 
 template <typename T>
 void rms_norm(const T* x, const T* w, T* y, int64_t rows, int64_t D, float eps) {
-  for (int64_t r = 0; r < rows; ++r) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < D; ++i) {
-      const double v = f32(x[r * D + i]);
-      ss += v * v;
-    }
-    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(D)) + eps);
-    for (int64_t i = 0; i < D; ++i) {
-      const T t = round_to<T>(f32(x[r * D + i]) * inv);
-      y[r * D + i] = round_to<T>(f32(w[i]) * f32(t));
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r) rms_norm_row(x + r * D, w, y + r * D, D, eps);
 }
 
 template <typename T>

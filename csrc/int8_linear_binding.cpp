@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "int8_linear.h"
+#include "small_linear.h"
 
 namespace eager_core {
 namespace {
@@ -106,8 +107,6 @@ std::vector<int64_t> out_shape(const at::Tensor& x_in, int64_t n) {
   return shape;
 }
 
-/* Grain: at least 64 KB of weights per task, so a thread's start-up cost stays small. */
-int64_t grain(int64_t K) { return std::max<int64_t>(2, (int64_t(1) << 16) / std::max<int64_t>(K, 1)) & ~int64_t(1); }
 
 at::Tensor int8_linear_cpu(const at::Tensor& x_in, const at::Tensor& qweight, const at::Tensor& scales,
                            const std::optional<at::Tensor>& bias) {
@@ -119,7 +118,7 @@ at::Tensor int8_linear_cpu(const at::Tensor& x_in, const at::Tensor& qweight, co
   std::vector<float> yw(f32 ? 0 : static_cast<size_t>(M * N));
   float* yp = f32 ? y.data_ptr<float>() : yw.data();
   void* out = y.data_ptr();
-  at::parallel_for(0, N, grain(o.K), [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, small_linear::column_grain(o.K), [&](int64_t n0, int64_t n1) {
     columns(o, qweight, scales, yp, N, n0, n1);
     if (f32) return;
     for (int64_t m = 0; m < M; ++m)  // this thread's columns, rounded once
@@ -140,7 +139,7 @@ at::Tensor int8_swiglu_cpu(const at::Tensor& x_in, const at::Tensor& qweight, co
   if (M == 0 || I == 0) return y.view(out_shape(x_in, I));
   std::vector<float> gu(static_cast<size_t>(M * N));
   void* out = y.data_ptr();
-  at::parallel_for(0, I, grain(o.K), [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, I, small_linear::column_grain(o.K), [&](int64_t n0, int64_t n1) {
     columns(o, qweight, scales, gu.data(), N, n0, n1);
     columns(o, qweight, scales, gu.data(), N, I + n0, I + n1);
     for (int64_t m = 0; m < M; ++m)

@@ -18,7 +18,7 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include "rms_norm.h"
 
 namespace eager_core {
 namespace {
@@ -26,21 +26,7 @@ namespace {
 template <typename T>
 void rms_norm_rows(const T* x, const T* w, T* y, int64_t rows, int64_t D, float eps) {
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* xr = x + r * D;
-      T* yr = y + r * D;
-      double ss = 0.0;
-      for (int64_t i = 0; i < D; ++i) {
-        const double v = static_cast<float>(xr[i]);
-        ss += v * v;
-      }
-      const float mean = static_cast<float>(ss / static_cast<double>(D));
-      const float inv = 1.0f / std::sqrt(mean + eps);
-      for (int64_t i = 0; i < D; ++i) {
-        const T t = static_cast<T>(static_cast<float>(xr[i]) * inv);   // the first rounding
-        yr[i] = static_cast<T>(static_cast<float>(w[i]) * static_cast<float>(t));
-      }
-    }
+    for (int64_t r = r0; r < r1; ++r) rms_norm_row(x + r * D, w, y + r * D, D, eps);
   });
 }
 

@@ -20,6 +20,14 @@ namespace small_linear {
 /* Most rows of x the kernel takes (more rows: the BLAS path is as fast or faster). */
 constexpr int64_t kMaxRows = 64;
 
+/* Weight rows per parallel task for K columns: about 2^16 weights (and an even count, for
+ * the kernels' row pairs), so a thread's start-up cost stays small. Shared by every caller that
+ * splits a matrix's rows across threads (the bindings, the one-call decode stack). */
+inline int64_t column_grain(int64_t K) {
+  const int64_t rows = (int64_t(1) << 16) / (K > 1 ? K : 1);
+  return (rows > 2 ? rows : 2) & ~int64_t(1);
+}
+
 /* True when the running CPU has the instructions the kernel needs (AVX-512F). */
 bool supported();
 

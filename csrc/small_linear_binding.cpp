@@ -40,9 +40,7 @@ at::Tensor small_linear_cpu(const at::Tensor& x_in, const at::Tensor& weight, co
   const void* xp = x.data_ptr();
   const void* wp = weight.data_ptr();
   void* yp = y.data_ptr();
-  // Grain: at least 256 KB of weights per task, so a thread's start-up cost stays small.
-  const int64_t grain = std::max<int64_t>(2, (int64_t(1) << 16) / std::max<int64_t>(K, 1)) & ~int64_t(1);
-  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, small_linear::column_grain(K), [&](int64_t n0, int64_t n1) {
     if (bf16)
       small_linear::rows_bf16(static_cast<const uint16_t*>(xp), M, K, static_cast<const uint16_t*>(wp),
                               static_cast<const uint16_t*>(b), static_cast<uint16_t*>(yp), N, n0, n1);
