@@ -44,11 +44,27 @@ template <typename T> inline float f32(T v) { return static_cast<float>(v); }
 template <typename T> inline T round_to(float v) { return static_cast<T>(v); }
 
 /* One linear weight of a layer: the model dtype (small_linear), or weight-only int8 values with
- * float32 scales per group (int8_linear's rows; output in float32, then rounded once, as its op does). */
+ * float32 scales and offsets per group (int8_linear's rows; output in float32, then rounded once, as
+ * its op does). */
 struct Weight {
   const at::Tensor* w;        // float weight, or int8 values
   const at::Tensor* scales;   // nullptr for a float weight
+  const at::Tensor* offsets;  // int8: shaped like the scales, or empty (symmetric groups)
   int64_t rows() const { return w->size(0); }
+  const float* offset_ptr() const { return offsets->numel() > 0 ? offsets->data_ptr<float>() : nullptr; }
+};
+
+/* Where a layer's tensors sit in the op's list: input norm, qkv, o, post norm, gate_up, down, each
+ * linear one tensor (float) or three (int8: values, scales, offsets). */
+struct Layout {
+  bool i8;
+  int64_t per_layer() const { return i8 ? 14 : 6; }
+  int64_t post_norm() const { return i8 ? 7 : 3; }
+  int64_t linear(int k) const { return (k < 2 ? 1 : 2) + k * (i8 ? 3 : 1); }  // k: qkv, o, gate_up, down
+  Weight weight(const at::Tensor* lw, int k) const {
+    const at::Tensor* t = lw + linear(k);
+    return i8 ? Weight{t, t + 1, t + 2} : Weight{t, nullptr, nullptr};
+  }
 };
 
 /* Columns [n0, n1) of x @ W^T into y32 (float32, row stride ldy) for an int8 weight. */
@@ -57,14 +73,14 @@ void int8_columns(const T* x, const std::vector<float>& x32, int64_t M, int64_t 
                   int64_t ldy, int64_t n0, int64_t n1) {
   const int64_t group = K / W.scales->size(1);
   const int8_t* q = W.w->data_ptr<int8_t>();
-  const float* sc = W.scales->data_ptr<float>();
+  const float *sc = W.scales->data_ptr<float>(), *z = W.offset_ptr();
   if constexpr (std::is_same_v<T, float>) {
-    int8_linear::rows(x, M, K, q, sc, group, nullptr, y32, ldy, n0, n1);
+    int8_linear::rows(x, M, K, q, sc, z, group, nullptr, y32, ldy, n0, n1);
   } else {
     if (int8_linear::rows_bf16_supported() && K % 32 == 0 && (group == K || group % 32 == 0))
-      int8_linear::rows_bf16(reinterpret_cast<const uint16_t*>(x), M, K, q, sc, group, nullptr, y32, ldy, n0, n1);
+      int8_linear::rows_bf16(reinterpret_cast<const uint16_t*>(x), M, K, q, sc, z, group, nullptr, y32, ldy, n0, n1);
     else
-      int8_linear::rows(x32.data(), M, K, q, sc, group, nullptr, y32, ldy, n0, n1);
+      int8_linear::rows(x32.data(), M, K, q, sc, z, group, nullptr, y32, ldy, n0, n1);
   }
 }
 
@@ -141,11 +157,10 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
                int64_t block_size, double scale, double eps_d, int64_t H, int64_t KVH) {
   at::Tensor x_t = x_in.clone();
   T* x = x_t.data_ptr<T>();
-  // Per layer: norm, qkv, o, norm, gate_up, down (6 tensors), or with int8 weights each linear
-  // followed by its scales (10 tensors).
-  const bool i8 = w[1].scalar_type() == at::kChar;
-  const int64_t per = i8 ? 10 : 6, rows = x_t.size(0), hidden = x_t.size(1), L = static_cast<int64_t>(w.size()) / per;
-  const int64_t D = kv_cache.size(4), S = kv_cache.size(2), inter = w[i8 ? 6 : 4].size(0) / 2;
+  const Layout lay{w[1].scalar_type() == at::kChar};
+  const int64_t per = lay.per_layer(), rows = x_t.size(0), hidden = x_t.size(1);
+  const int64_t L = static_cast<int64_t>(w.size()) / per;
+  const int64_t D = kv_cache.size(4), S = kv_cache.size(2), inter = w[lay.linear(2)].size(0) / 2;
   const int64_t q_out = H * D, kv_out = KVH * D, qkv_out = q_out + 2 * kv_out, half = D / 2;
   const float eps = static_cast<float>(eps_d);
   std::vector<T> h(rows * hidden), qkv(rows * qkv_out), attn(rows * q_out), tmp(rows * std::max(hidden, 2 * inter)),
@@ -161,11 +176,8 @@ at::Tensor run(const at::Tensor& x_in, const std::vector<at::Tensor>& w, const a
   T* cache = kv_cache.data_ptr<T>();
   for (int64_t l = 0; l < L; ++l) {
     const at::Tensor* lw = &w[per * l];
-    const at::Tensor *in_norm = &lw[0], *post_norm = &lw[i8 ? 5 : 3];
-    const Weight wqkv = i8 ? Weight{&lw[1], &lw[2]} : Weight{&lw[1], nullptr};
-    const Weight wo = i8 ? Weight{&lw[3], &lw[4]} : Weight{&lw[2], nullptr};
-    const Weight wgu = i8 ? Weight{&lw[6], &lw[7]} : Weight{&lw[4], nullptr};
-    const Weight wdown = i8 ? Weight{&lw[8], &lw[9]} : Weight{&lw[5], nullptr};
+    const at::Tensor *in_norm = &lw[0], *post_norm = &lw[lay.post_norm()];
+    const Weight wqkv = lay.weight(lw, 0), wo = lay.weight(lw, 1), wgu = lay.weight(lw, 2), wdown = lay.weight(lw, 3);
     rms_norm(x, in_norm->data_ptr<T>(), h.data(), rows, hidden, eps);
     linear(h.data(), rows, hidden, wqkv, qkv.data());
     T* kc = cache + l * layer_elems;
@@ -245,35 +257,37 @@ at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const 
   }
   std::vector<at::Tensor> w(weights.begin(), weights.end());
   const bool i8 = w.size() > 1 && w[1].scalar_type() == at::kChar;
-  const size_t per = i8 ? 10 : 6;
+  const Layout lay{i8};
+  const size_t per = static_cast<size_t>(lay.per_layer());
   TORCH_CHECK(w.size() % per == 0 && static_cast<int64_t>(w.size() / per) == kv_cache.size(0),
               "decode_layers: ", per, " weights per layer (", kv_cache.size(0), " layers), got ", w.size());
   for (size_t l = 0; l < w.size() / per; ++l) {
     const at::Tensor* lw = &w[per * l];
-    // The linears (value tensor, scales or nullptr) in order qkv, o, gate_up, down; and the two norms.
-    const at::Tensor* lin[4] = {&lw[1], &lw[i8 ? 3 : 2], &lw[i8 ? 6 : 4], &lw[i8 ? 8 : 5]};
-    const at::Tensor* scl[4] = {i8 ? &lw[2] : nullptr, i8 ? &lw[4] : nullptr, i8 ? &lw[7] : nullptr,
-                                i8 ? &lw[9] : nullptr};
-    const at::Tensor* norms[2] = {&lw[0], &lw[i8 ? 5 : 3]};
+    // The linears in order qkv, o, gate_up, down; and the two norms.
+    const Weight lin[4] = {lay.weight(lw, 0), lay.weight(lw, 1), lay.weight(lw, 2), lay.weight(lw, 3)};
+    const at::Tensor* norms[2] = {&lw[0], &lw[lay.post_norm()]};
     for (const at::Tensor* n : norms)
       TORCH_CHECK(n->scalar_type() == st && n->is_contiguous() && n->dim() == 1 && n->size(0) == hidden,
                   "decode_layers: layer ", l, " norm weights must be contiguous [", hidden, "] in x's dtype");
-    const int64_t inter2 = lin[2]->dim() == 2 ? lin[2]->size(0) : 0;
+    const int64_t inter2 = lin[2].w->dim() == 2 ? lin[2].w->size(0) : 0;
     const int64_t shape[4][2] = {{(heads + 2 * kv_heads) * D, hidden}, {hidden, heads * D}, {inter2, hidden},
                                  {hidden, inter2 / 2}};
     TORCH_CHECK(inter2 > 0 && inter2 % 2 == 0, "decode_layers: layer ", l, " gate_up must be [2 I, hidden]");
     for (int k = 0; k < 4; ++k) {
-      const at::Tensor& t = *lin[k];
+      const at::Tensor& t = *lin[k].w;
       TORCH_CHECK(t.scalar_type() == (i8 ? at::kChar : st) && t.is_contiguous() && t.dim() == 2 &&
                       t.size(0) == shape[k][0] && t.size(1) == shape[k][1],
                   "decode_layers: layer ", l, " linear ", k, " must be a contiguous [", shape[k][0], ", ", shape[k][1],
                   "] ", i8 ? "int8" : "in x's dtype", ", got ", t.scalar_type(), " ", t.sizes());
       if (i8) {
-        const at::Tensor& sc = *scl[k];
+        const at::Tensor &sc = *lin[k].scales, &z = *lin[k].offsets;
         TORCH_CHECK(sc.scalar_type() == at::kFloat && sc.is_contiguous() && sc.dim() == 2 &&
                         sc.size(0) == t.size(0) && sc.size(1) >= 1 && t.size(1) % sc.size(1) == 0 &&
                         (sc.size(1) == 1 || (t.size(1) / sc.size(1)) % 16 == 0),
                     "decode_layers: layer ", l, " scales ", k, " must be float32 [N, groups], groups of 16k");
+        TORCH_CHECK(z.numel() == 0 || (z.scalar_type() == at::kFloat && z.is_contiguous() &&
+                                       z.sizes() == sc.sizes() && (t.size(1) / sc.size(1)) % 16 == 0),
+                    "decode_layers: layer ", l, " offsets ", k, " must be empty or float32 shaped like the scales");
       }
     }
   }

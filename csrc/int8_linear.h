@@ -11,6 +11,12 @@
  * scale per output channel (applied once, after the dot product); otherwise group must be a
  * multiple of 16 (one scale per 16-lane vector, multiplied into the weights before the FMAs).
  *
+ * Offsets (optional, nullptr for none): offsets [N, K / group] like scales, weight = q * s + z (an
+ * asymmetric group: 256 levels from its minimum to its maximum). The widened weights take one FMA
+ * instead of the multiply, so the offset is free in the inner loop; it needs the grouped layout
+ * (group % 16 == 0, group == K included). Why: weights that already sit on a 4-bit grid (llama.cpp's
+ * Q4_1, the default checkpoint) land exactly on this one, since 255 = 15 * 17 (model/quantized.py).
+ *
  * No torch header here: the kernels are compiled under target pragmas (see small_linear.h).
  */
 #ifndef EAGER_CORE_INT8_LINEAR_H
@@ -25,9 +31,10 @@ namespace int8_linear {
 constexpr int64_t kMaxRows = 64;
 
 /* Columns [n_begin, n_end) of y [M, N] (row stride ldy) = x [M, K] @ dequant(W)^T + bias (may be
- * null). x, W dense row-major, M <= kMaxRows, group == K or group % 16 == 0 and K % group == 0. */
-void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scales, int64_t group,
-          const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
+ * null). x, W dense row-major, M <= kMaxRows, group == K or group % 16 == 0 and K % group == 0;
+ * offsets null or (group % 16 == 0). */
+void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+          int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
 
 /* The implementation rows() runs, chosen once from the CPU and EAGER_CORE_CPU_ISA:
  * "avx512" (AVX-512F/BW/VL), "avx2" (AVX2 + FMA) or "baseline" (portable C++). */
@@ -40,8 +47,8 @@ const char* isa_name();
  * of rows() at 8+ rows. Needs rows_bf16_supported(), K % 32 == 0, and group == K or group % 32 == 0;
  * y is float32. */
 bool rows_bf16_supported();
-void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* scales, int64_t group,
-               const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
+void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+               int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
 
 }  // namespace int8_linear
 }  // namespace eager_core

@@ -1,5 +1,5 @@
 /*
- * int8_linear_binding.cpp: the torch operator eager_core::int8_linear(x, qweight, scales, bias?)
+ * int8_linear_binding.cpp: the torch operator eager_core::int8_linear(x, qweight, scales, bias?, offsets?)
  * and eager_core::int8_swiglu (the same, fused with SwiGLU) on CPU, eager_core::int8_linear_isa() and
  * int8_linear_bf16_dot(). Splits the output columns (weight rows) across torch's
  * intra-op threads, like small_linear. bfloat16 / float16 x (and bias) are widened to float32 here,
@@ -39,6 +39,7 @@ std::vector<float> widen(const at::Tensor& t) {
 /* The checked operands of one call, with float32 staging for bf16 / f16 x and bias. */
 struct Operands {
   at::Tensor x, bias;  // x as [M, K], contiguous
+  const float* offsets;  // [N, groups] like the scales, or nullptr (symmetric)
   at::ScalarType st;
   int64_t M, N, K, group;
   bool dot_bf16;        // bfloat16 x on an AVX512-BF16 CPU: read as it is (int8_linear_cpu_bf16.cpp)
@@ -46,7 +47,7 @@ struct Operands {
 };
 
 Operands prepare(const char* op, const at::Tensor& x_in, const at::Tensor& qweight, const at::Tensor& scales,
-                 const std::optional<at::Tensor>& bias) {
+                 const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& offsets) {
   Operands o;
   o.st = x_in.scalar_type();
   TORCH_CHECK(o.st == at::kFloat || o.st == at::kBFloat16 || o.st == at::kHalf, op,
@@ -61,6 +62,14 @@ Operands prepare(const char* op, const at::Tensor& x_in, const at::Tensor& qweig
   o.group = o.K / scales.size(1);
   TORCH_CHECK(o.group == o.K || o.group % 16 == 0, op, ": the scale group (", o.group,
               ") must be a multiple of 16 or all of K");
+  o.offsets = nullptr;
+  if (offsets.has_value()) {
+    TORCH_CHECK(offsets->scalar_type() == at::kFloat && offsets->is_contiguous() && offsets->sizes() == scales.sizes(),
+                op, ": offsets must be a contiguous float32 tensor shaped like the scales ", scales.sizes(), ", got ",
+                offsets->scalar_type(), " ", offsets->sizes());
+    TORCH_CHECK(o.group % 16 == 0, op, ": offsets need a scale group that is a multiple of 16, got ", o.group);
+    o.offsets = offsets->data_ptr<float>();
+  }
   TORCH_CHECK(x_in.dim() >= 1 && x_in.size(-1) == o.K, op, ": x's last dimension must be ", o.K, ", got ",
               x_in.sizes());
   o.x = x_in.reshape({-1, o.K}).contiguous();
@@ -85,10 +94,10 @@ void columns(const Operands& o, const at::Tensor& qweight, const at::Tensor& sca
   const float* bp = !o.bias.defined() ? nullptr : o.st == at::kFloat ? o.bias.data_ptr<float>() : o.bw.data();
   if (o.dot_bf16)
     int8_linear::rows_bf16(reinterpret_cast<const uint16_t*>(o.x.data_ptr()), o.M, o.K, qweight.data_ptr<int8_t>(),
-                           scales.data_ptr<float>(), o.group, bp, y, ldy, n0, n1);
+                           scales.data_ptr<float>(), o.offsets, o.group, bp, y, ldy, n0, n1);
   else
     int8_linear::rows(o.st == at::kFloat ? o.x.data_ptr<float>() : o.xw.data(), o.M, o.K,
-                      qweight.data_ptr<int8_t>(), scales.data_ptr<float>(), o.group, bp, y, ldy, n0, n1);
+                      qweight.data_ptr<int8_t>(), scales.data_ptr<float>(), o.offsets, o.group, bp, y, ldy, n0, n1);
 }
 
 /* out[m, n] = v, rounded once to out's dtype. */
@@ -109,8 +118,8 @@ std::vector<int64_t> out_shape(const at::Tensor& x_in, int64_t n) {
 
 
 at::Tensor int8_linear_cpu(const at::Tensor& x_in, const at::Tensor& qweight, const at::Tensor& scales,
-                           const std::optional<at::Tensor>& bias) {
-  const Operands o = prepare("int8_linear", x_in, qweight, scales, bias);
+                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& offsets) {
+  const Operands o = prepare("int8_linear", x_in, qweight, scales, bias, offsets);
   const int64_t M = o.M, N = o.N;
   at::Tensor y = at::empty({M, N}, o.x.options());
   if (M == 0 || N == 0) return y.view(out_shape(x_in, N));
@@ -131,8 +140,8 @@ at::Tensor int8_linear_cpu(const at::Tensor& x_in, const at::Tensor& qweight, co
  * instead of matmul, chunk, silu and multiply. A thread computes gate columns [n0, n1) and the
  * matching up columns [I + n0, I + n1), then combines them in float32 and rounds once. */
 at::Tensor int8_swiglu_cpu(const at::Tensor& x_in, const at::Tensor& qweight, const at::Tensor& scales,
-                           const std::optional<at::Tensor>& bias) {
-  const Operands o = prepare("int8_swiglu", x_in, qweight, scales, bias);
+                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& offsets) {
+  const Operands o = prepare("int8_swiglu", x_in, qweight, scales, bias, offsets);
   TORCH_CHECK(o.N % 2 == 0, "int8_swiglu: the fused gate/up weight needs an even number of rows, got ", o.N);
   const int64_t M = o.M, N = o.N, I = o.N / 2;
   at::Tensor y = at::empty({M, I}, o.x.options());
@@ -158,8 +167,8 @@ bool int8_linear_bf16_dot() { return int8_linear::rows_bf16_supported(); }
 }  // namespace eager_core
 
 TORCH_LIBRARY_FRAGMENT(eager_core, m) {
-  m.def("int8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias) -> Tensor");
-  m.def("int8_swiglu(Tensor x, Tensor qweight, Tensor scales, Tensor? bias) -> Tensor");
+  m.def("int8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, Tensor? offsets=None) -> Tensor");
+  m.def("int8_swiglu(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, Tensor? offsets=None) -> Tensor");
   m.def("int8_linear_isa() -> str");
   m.def("int8_linear_bf16_dot() -> bool");
 }

@@ -28,19 +28,23 @@ namespace int8_linear {
 namespace {
 
 /* Portable kernel: any CPU, and the oracle the vector kernels are tested against (via the op). */
-void rows_baseline(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
+void rows_baseline(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                    const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   const int64_t ng = K / group;
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int8_t* w = W + n * K;
     const float* s = S + n * ng;
+    const float* z = Z ? Z + n * ng : nullptr;
     for (int64_t m = 0; m < M; ++m) {
       const float* xr = x + m * K;
       float total = 0.0f;
       for (int64_t g = 0; g < ng; ++g) {
-        float acc = 0.0f;
-        for (int64_t k = g * group; k < (g + 1) * group; ++k) acc += xr[k] * static_cast<float>(w[k]);
-        total += acc * s[g];
+        float acc = 0.0f, xsum = 0.0f;  // sum_k x q, and sum_k x for the group's offset
+        for (int64_t k = g * group; k < (g + 1) * group; ++k) {
+          acc += xr[k] * static_cast<float>(w[k]);
+          xsum += xr[k];
+        }
+        total += acc * s[g] + (z ? xsum * z[g] : 0.0f);
       }
       y[m * ldy + n] = total + (bias ? bias[n] : 0.0f);
     }
@@ -61,17 +65,21 @@ namespace {
 /* NR weight rows n.. times MB rows of x. GROUPED: scales per `group` (multiple of 16) multiplied
  * into the widened weights; else one scale per row, applied after the reduction. */
 template <int MB, int NR, bool GROUPED>
-void block512(const float* x, int64_t K, const int8_t* W, const float* S, int64_t group, const float* bias,
-              float* y, int64_t ldy, int64_t n) {
+void block512(const float* x, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+              const float* bias, float* y, int64_t ldy, int64_t n) {
   const int64_t ng = K / group;
   __m512 acc[NR][MB];
   for (int r = 0; r < NR; ++r)
     for (int j = 0; j < MB; ++j) acc[r][j] = _mm512_setzero_ps();
   const int64_t full = K & ~int64_t(15);
   for (int64_t g0 = 0; g0 < full; g0 += group) {
-    __m512 sv[NR];
+    __m512 sv[NR], zv[NR];
     if (GROUPED)
-      for (int r = 0; r < NR; ++r) sv[r] = _mm512_set1_ps(S[(n + r) * ng + g0 / group]);
+      for (int r = 0; r < NR; ++r) {
+        const int64_t gi = (n + r) * ng + g0 / group;
+        sv[r] = _mm512_set1_ps(S[gi]);
+        zv[r] = _mm512_set1_ps(Z ? Z[gi] : 0.0f);  // 0: fma(q, s, 0) rounds exactly as q * s
+      }
     const int64_t g1 = g0 + group < full ? g0 + group : full;
     for (int64_t k = g0; k < g1; k += 16) {
       __m512 w[NR];
@@ -80,7 +88,7 @@ void block512(const float* x, int64_t K, const int8_t* W, const float* S, int64_
         // One prefetch per 64-byte line of the row I8_AHEAD rows down: its latency hides behind this row.
         if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + I8_AHEAD * K), _MM_HINT_T0);
         w[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-        if (GROUPED) w[r] = _mm512_mul_ps(w[r], sv[r]);
+        if (GROUPED) w[r] = _mm512_fmadd_ps(w[r], sv[r], zv[r]);
       }
       for (int j = 0; j < MB; ++j) {
         const __m512 xv = _mm512_loadu_ps(x + j * K + k);
@@ -106,41 +114,41 @@ void block512(const float* x, int64_t K, const int8_t* W, const float* S, int64_
 }
 
 template <int NR, bool GROUPED>
-void rows_of512(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
+void rows_of512(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                 const float* bias, float* y, int64_t ldy, int64_t n) {
   for (int64_t m0 = 0; m0 < M; m0 += 8) {
     const float* xb = x + m0 * K;
     float* yb = y + m0 * ldy;
     switch (M - m0 >= 8 ? 8 : M - m0) {
-      case 1: block512<1, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 2: block512<2, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 3: block512<3, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 4: block512<4, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 5: block512<5, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 6: block512<6, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 7: block512<7, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      default: block512<8, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
+      case 1: block512<1, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 2: block512<2, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 3: block512<3, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 4: block512<4, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 5: block512<5, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 6: block512<6, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 7: block512<7, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      default: block512<8, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
     }
   }
 }
 
 template <bool GROUPED>
-void rows512_t(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
+void rows512_t(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   int64_t n = n_begin;
   // One or two rows of x: four weight rows at a time, so more loads and FMA chains are in flight.
   if (M <= 2)
-    for (; n + 4 <= n_end; n += 4) rows_of512<4, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
-  for (; n + 2 <= n_end; n += 2) rows_of512<2, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
-  if (n < n_end) rows_of512<1, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
+    for (; n + 4 <= n_end; n += 4) rows_of512<4, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
+  for (; n + 2 <= n_end; n += 2) rows_of512<2, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
+  if (n < n_end) rows_of512<1, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
 }
 
-void rows_avx512(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
+void rows_avx512(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                  const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
-  if (group == K)
-    rows512_t<false>(x, M, K, W, S, K, bias, y, ldy, n_begin, n_end);
+  if (group == K && Z == nullptr)
+    rows512_t<false>(x, M, K, W, S, Z, K, bias, y, ldy, n_begin, n_end);
   else
-    rows512_t<true>(x, M, K, W, S, group, bias, y, ldy, n_begin, n_end);
+    rows512_t<true>(x, M, K, W, S, Z, group, bias, y, ldy, n_begin, n_end);
 }
 
 }  // namespace
@@ -168,17 +176,21 @@ inline float hsum256(__m256 v) {
 /* The AVX2 version of block512: 8 lanes, 16 registers (so at most 4 rows of x per block); the
  * K % 8 tail of a per-channel row is summed in scalar code. */
 template <int MB, int NR, bool GROUPED>
-void block256(const float* x, int64_t K, const int8_t* W, const float* S, int64_t group, const float* bias,
-              float* y, int64_t ldy, int64_t n) {
+void block256(const float* x, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+              const float* bias, float* y, int64_t ldy, int64_t n) {
   const int64_t ng = K / group;
   __m256 acc[NR][MB];
   for (int r = 0; r < NR; ++r)
     for (int j = 0; j < MB; ++j) acc[r][j] = _mm256_setzero_ps();
   const int64_t full = K & ~int64_t(7);
   for (int64_t g0 = 0; g0 < full; g0 += group) {
-    __m256 sv[NR];
+    __m256 sv[NR], zv[NR];
     if (GROUPED)
-      for (int r = 0; r < NR; ++r) sv[r] = _mm256_set1_ps(S[(n + r) * ng + g0 / group]);
+      for (int r = 0; r < NR; ++r) {
+        const int64_t gi = (n + r) * ng + g0 / group;
+        sv[r] = _mm256_set1_ps(S[gi]);
+        zv[r] = _mm256_set1_ps(Z ? Z[gi] : 0.0f);  // 0: fma(q, s, 0) rounds exactly as q * s
+      }
     const int64_t g1 = g0 + group < full ? g0 + group : full;
     for (int64_t k = g0; k < g1; k += 8) {
       __m256 w[NR];
@@ -186,7 +198,7 @@ void block256(const float* x, int64_t K, const int8_t* W, const float* S, int64_
         const int8_t* p = W + (n + r) * K + k;
         if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + I8_AHEAD * K), _MM_HINT_T0);
         w[r] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-        if (GROUPED) w[r] = _mm256_mul_ps(w[r], sv[r]);
+        if (GROUPED) w[r] = _mm256_fmadd_ps(w[r], sv[r], zv[r]);
       }
       for (int j = 0; j < MB; ++j) {
         const __m256 xv = _mm256_loadu_ps(x + j * K + k);
@@ -207,34 +219,34 @@ void block256(const float* x, int64_t K, const int8_t* W, const float* S, int64_
 }
 
 template <int NR, bool GROUPED>
-void rows_of256(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
+void rows_of256(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                 const float* bias, float* y, int64_t ldy, int64_t n) {
   for (int64_t m0 = 0; m0 < M; m0 += 4) {
     const float* xb = x + m0 * K;
     float* yb = y + m0 * ldy;
     switch (M - m0 >= 4 ? 4 : M - m0) {
-      case 1: block256<1, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 2: block256<2, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 3: block256<3, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      default: block256<4, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
+      case 1: block256<1, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 2: block256<2, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 3: block256<3, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      default: block256<4, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
     }
   }
 }
 
 template <bool GROUPED>
-void rows256_t(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
+void rows256_t(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   int64_t n = n_begin;
-  for (; n + 2 <= n_end; n += 2) rows_of256<2, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
-  if (n < n_end) rows_of256<1, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
+  for (; n + 2 <= n_end; n += 2) rows_of256<2, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
+  if (n < n_end) rows_of256<1, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
 }
 
-void rows_avx2(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
+void rows_avx2(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
-  if (group == K)
-    rows256_t<false>(x, M, K, W, S, K, bias, y, ldy, n_begin, n_end);
+  if (group == K && Z == nullptr)
+    rows256_t<false>(x, M, K, W, S, Z, K, bias, y, ldy, n_begin, n_end);
   else
-    rows256_t<true>(x, M, K, W, S, group, bias, y, ldy, n_begin, n_end);
+    rows256_t<true>(x, M, K, W, S, Z, group, bias, y, ldy, n_begin, n_end);
 }
 
 }  // namespace
@@ -247,7 +259,8 @@ void rows_avx2(const float* x, int64_t M, int64_t K, const int8_t* W, const floa
 
 namespace {
 
-using RowsFn = void (*)(const float*, int64_t, int64_t, const int8_t*, const float*, int64_t, const float*,
+using RowsFn = void (*)(const float*, int64_t, int64_t, const int8_t*, const float*, const float*, int64_t,
+                        const float*,
                         float*, int64_t, int64_t, int64_t);
 struct Impl {
   RowsFn rows;
@@ -277,9 +290,9 @@ const Impl& impl() {
 
 }  // namespace
 
-void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scales, int64_t group,
-          const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
-  impl().rows(x, M, K, W, scales, group, bias, y, ldy, n_begin, n_end);
+void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+          int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+  impl().rows(x, M, K, W, scales, offsets, group, bias, y, ldy, n_begin, n_end);
 }
 
 const char* isa_name() { return impl().name; }

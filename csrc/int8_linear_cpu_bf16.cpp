@@ -36,31 +36,35 @@ namespace {
 
 /* 32 weights of a row as bfloat16: widened, scaled (grouped layout), rounded to nearest even. */
 template <bool GROUPED>
-inline __m512bh widen32(const int8_t* p, __m512 scale) {
+inline __m512bh widen32(const int8_t* p, __m512 scale, __m512 offset) {
   __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
-  if (GROUPED) lo = _mm512_mul_ps(lo, scale), hi = _mm512_mul_ps(hi, scale);
+  if (GROUPED) lo = _mm512_fmadd_ps(lo, scale, offset), hi = _mm512_fmadd_ps(hi, scale, offset);
   return _mm512_cvtne2ps_pbh(hi, lo);  // lanes 0-15 from lo, 16-31 from hi: the order of x
 }
 
 /* NR weight rows n.. times MB rows of x. (Widening a row once into L1 for all 8-row blocks of x
  * was tried for 32 rows: no faster; the horizontal sums at the end of each block cost more.) */
 template <int MB, int NR, bool GROUPED>
-void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, int64_t group, const float* bias,
-                float* y, int64_t ldy, int64_t n) {
+void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+                const float* bias, float* y, int64_t ldy, int64_t n) {
   const int64_t ng = K / group;
   __m512 acc[NR][MB];
   for (int r = 0; r < NR; ++r)
     for (int j = 0; j < MB; ++j) acc[r][j] = _mm512_setzero_ps();
   for (int64_t g0 = 0; g0 < K; g0 += group) {
-    __m512 sv[NR];
-    for (int r = 0; r < NR; ++r) sv[r] = _mm512_set1_ps(GROUPED ? S[(n + r) * ng + g0 / group] : 1.0f);
+    __m512 sv[NR], zv[NR];
+    for (int r = 0; r < NR; ++r) {
+      const int64_t gi = (n + r) * ng + g0 / group;
+      sv[r] = _mm512_set1_ps(GROUPED ? S[gi] : 1.0f);
+      zv[r] = _mm512_set1_ps(GROUPED && Z ? Z[gi] : 0.0f);
+    }
     for (int64_t k = g0; k < g0 + group; k += 32) {
       __m512bh w[NR];
       for (int r = 0; r < NR; ++r) {
         const int8_t* p = W + (n + r) * K + k;
         if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + I8_AHEAD * K), _MM_HINT_T0);
-        w[r] = widen32<GROUPED>(p, sv[r]);
+        w[r] = widen32<GROUPED>(p, sv[r], zv[r]);
       }
       for (int j = 0; j < MB; ++j) {
         const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + j * K + k);
@@ -76,42 +80,42 @@ void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, i
 }
 
 template <int NR, bool GROUPED>
-void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
-                  const float* bias, float* y, int64_t ldy, int64_t n) {
+void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z,
+                  int64_t group, const float* bias, float* y, int64_t ldy, int64_t n) {
   for (int64_t m0 = 0; m0 < M; m0 += 8) {
     const uint16_t* xb = x + m0 * K;
     float* yb = y + m0 * ldy;
     switch (M - m0 >= 8 ? 8 : M - m0) {
-      case 1: block_bf16<1, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 2: block_bf16<2, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 3: block_bf16<3, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 4: block_bf16<4, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 5: block_bf16<5, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 6: block_bf16<6, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      case 7: block_bf16<7, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
-      default: block_bf16<8, NR, GROUPED>(xb, K, W, S, group, bias, yb, ldy, n); break;
+      case 1: block_bf16<1, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 2: block_bf16<2, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 3: block_bf16<3, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 4: block_bf16<4, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 5: block_bf16<5, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 6: block_bf16<6, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      case 7: block_bf16<7, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
+      default: block_bf16<8, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
     }
   }
 }
 
 template <bool GROUPED>
-void rows_bf16_t(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
-                 const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+void rows_bf16_t(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z,
+                 int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   int64_t n = n_begin;
   if (M <= 2)  // as in int8_linear_cpu.cpp: four weight rows at a time for one or two rows of x
-    for (; n + 4 <= n_end; n += 4) rows_of_bf16<4, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
-  for (; n + 2 <= n_end; n += 2) rows_of_bf16<2, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
-  if (n < n_end) rows_of_bf16<1, GROUPED>(x, M, K, W, S, group, bias, y, ldy, n);
+    for (; n + 4 <= n_end; n += 4) rows_of_bf16<4, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
+  for (; n + 2 <= n_end; n += 2) rows_of_bf16<2, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
+  if (n < n_end) rows_of_bf16<1, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
 }
 
 }  // namespace
 
-void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, int64_t group,
-                      const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
-  if (group == K)
-    rows_bf16_t<false>(x, M, K, W, S, K, bias, y, ldy, n_begin, n_end);
+void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z,
+                      int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+  if (group == K && Z == nullptr)
+    rows_bf16_t<false>(x, M, K, W, S, Z, K, bias, y, ldy, n_begin, n_end);
   else
-    rows_bf16_t<true>(x, M, K, W, S, group, bias, y, ldy, n_begin, n_end);
+    rows_bf16_t<true>(x, M, K, W, S, Z, group, bias, y, ldy, n_begin, n_end);
 }
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -136,13 +140,13 @@ bool rows_bf16_supported() {
 #endif
 }
 
-void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* scales, int64_t group,
-               const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+               int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
 #ifdef I8B_X86
-  rows_bf16_avx512(x, M, K, W, scales, group, bias, y, ldy, n_begin, n_end);
+  rows_bf16_avx512(x, M, K, W, scales, offsets, group, bias, y, ldy, n_begin, n_end);
 #else
-  (void)x, (void)M, (void)K, (void)W, (void)scales, (void)group, (void)bias, (void)y, (void)ldy, (void)n_begin,
-      (void)n_end;
+  (void)x, (void)M, (void)K, (void)W, (void)scales, (void)offsets, (void)group, (void)bias, (void)y, (void)ldy,
+   (void)n_begin, (void)n_end;
 #endif
 }
 

@@ -2,7 +2,7 @@
  * int8_linear_cuda.h: plain-C launch interface of the CUDA weight-only int8 kernel
  * (int8_linear_cuda.cu), so the .cu file needs no torch header and CI can compile it alone.
  *
- * y [M, N] = x [M, K] @ (qweight [N, K] * scales [N, K / group])^T + bias, for few rows
+ * y [M, N] = x [M, K] @ (qweight [N, K] * scales [N, K / group] + offsets)^T + bias, for few rows
  * (M <= I8_CUDA_MAX_ROWS: decode steps). x, bias and y share one dtype (float32, bfloat16 or
  * float16); accumulation is float32. More rows: the caller dequantizes and runs cuBLAS.
  */
@@ -23,6 +23,7 @@ typedef struct I8CudaArgs {
   const void* x;        /* [M, K], dtype */
   const int8_t* w;      /* [N, K] */
   const float* scales;  /* [N, K / group] */
+  const float* offsets; /* [N, K / group] or NULL: weight = q * scale + offset */
   const void* bias;     /* [N], dtype, or NULL */
   void* y;              /* [M, N], dtype */
   int64_t M, N, K, group;

@@ -16,7 +16,7 @@ namespace eager_core {
 namespace {
 
 at::Tensor int8_linear_cuda(const at::Tensor& x_in, const at::Tensor& qweight, const at::Tensor& scales,
-                            const std::optional<at::Tensor>& bias) {
+                            const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& offsets) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto st = x_in.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kBFloat16 || st == at::kHalf,
@@ -30,6 +30,10 @@ at::Tensor int8_linear_cuda(const at::Tensor& x_in, const at::Tensor& qweight, c
   TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.dim() == 2 && scales.is_contiguous() &&
                   scales.size(0) == N && scales.size(1) >= 1 && K % scales.size(1) == 0,
               "int8_linear: scales must be a contiguous float32 [N, groups] with groups dividing K = ", K);
+  if (offsets.has_value())
+    TORCH_CHECK(offsets->scalar_type() == at::kFloat && offsets->is_contiguous() &&
+                    offsets->sizes() == scales.sizes() && offsets->device() == x_in.device(),
+                "int8_linear: offsets must be a contiguous float32 tensor shaped like the scales, on x's device");
   TORCH_CHECK(x_in.dim() >= 1 && x_in.size(-1) == K, "int8_linear: x's last dimension must be ", K, ", got ",
               x_in.sizes());
   const at::Tensor x = x_in.reshape({-1, K}).contiguous();
@@ -49,6 +53,7 @@ at::Tensor int8_linear_cuda(const at::Tensor& x_in, const at::Tensor& qweight, c
   a.x = x.data_ptr();
   a.w = qweight.data_ptr<int8_t>();
   a.scales = scales.data_ptr<float>();
+  a.offsets = offsets.has_value() ? offsets->data_ptr<float>() : nullptr;
   a.bias = bias.has_value() ? bias_c.data_ptr() : nullptr;
   a.y = y.data_ptr();
   a.M = M, a.N = N, a.K = K, a.group = K / scales.size(1);

@@ -14,9 +14,10 @@ For each variant, against the float32 model on the same checkpoint:
     position of the text; a branch point "moves" where entropy > theta holds in one model and not
     in the other (theta = 2.2, EagerParams' default; also 1.5 and 2.6 by default: the top-20
     entropy cannot exceed ln 20 = 3.0).
-Variants: int8 (the default layout: groups of 32, int8 LM head; float32 activations), int8-bf16
-(the same weights, bfloat16 activations and KV cache), int8-per-channel (one scale per row),
-int8-float-head (LM head kept in float32), bfloat16 (no quantization: a yardstick).
+Variants: int8 (the default layout: groups of 32, asymmetric where that halves a matrix's error,
+int8 LM head; float32 activations), int8-bf16 (the same weights, bfloat16 activations and KV
+cache), int8-symmetric (no offsets anywhere: Q8_0's layout), int8-per-channel (one scale per row,
+symmetric), int8-float-head (LM head kept in float32), bfloat16 (no quantization: a yardstick).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ PROMPTS = ["The capital of France is", "Once upon a time, in a small village,", 
            "The largest planet in the solar system", "Photosynthesis is the process by which",
            "Dear hiring manager, I am writing to", "The French Revolution began in",
            "import numpy as np\n", "Three reasons to learn a second language:"]
-VARIANTS = ("int8", "int8-bf16", "int8-per-channel", "int8-float-head", "bfloat16")
+VARIANTS = ("int8", "int8-bf16", "int8-symmetric", "int8-per-channel", "int8-float-head", "bfloat16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +62,12 @@ def load(ckpt: str | None, variant: str):
     from eager_core.model import quantized
     from eager_core.ops import int8_linear
 
-    group, head = int8_linear.DEFAULT_GROUP_SIZE, quantized.INT8_LM_HEAD
+    group, head, gain = int8_linear.DEFAULT_GROUP_SIZE, quantized.INT8_LM_HEAD, int8_linear.ASYMMETRIC_GAIN
     try:
         int8_linear.DEFAULT_GROUP_SIZE = None if variant == "int8-per-channel" else group
         quantized.INT8_LM_HEAD = variant != "int8-float-head"
+        if variant in ("int8-symmetric", "int8-per-channel"):
+            int8_linear.ASYMMETRIC_GAIN = math.inf   # offsets never pay
         if variant == "float32":
             return LLM(ckpt, dtype="float32", num_kv_blocks=256)
         if variant == "bfloat16":
@@ -73,7 +76,7 @@ def load(ckpt: str | None, variant: str):
             return LLM(ckpt, dtype="bfloat16", quantization="int8", num_kv_blocks=256)
         return LLM(ckpt, dtype="float32", quantization="int8", num_kv_blocks=256)
     finally:
-        int8_linear.DEFAULT_GROUP_SIZE, quantized.INT8_LM_HEAD = group, head
+        int8_linear.DEFAULT_GROUP_SIZE, quantized.INT8_LM_HEAD, int8_linear.ASYMMETRIC_GAIN = group, head, gain
 
 
 def topk_entropy(logits, k: int = 20):

@@ -134,8 +134,8 @@ def _shards_from_index(folder: Path, index: Path) -> list[Path]:
 
 
 _FROM_SAFETENSORS = {v: k for k, v in TORCH_TO_SAFETENSORS.items()}
-# Tensors that keep their own precision whatever ``dtype`` is asked: the float scales of int8 weights.
-_KEEP_DTYPE_SUFFIXES = (".scales",)
+# Tensors that keep their own precision whatever ``dtype`` is asked: the float scales and offsets of int8 weights.
+_KEEP_DTYPE_SUFFIXES = (".scales", ".offsets")
 
 
 def _can_read_plainly(header: SafetensorsHeader) -> bool:
@@ -171,7 +171,7 @@ def _convert(tensor: torch.Tensor, dtype: torch.dtype | None, device: torch.devi
 def load_weights(ckpt_dir: str | Path, dtype: torch.dtype | str | None = None,
                  device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint, by name; floating tensors cast to ``dtype`` when given (except
-    the float scales of int8 weights, ``*.scales``, which keep their precision).
+    the float scales and offsets of int8 weights, ``*.scales`` and ``*.offsets``, which keep their precision).
 
     Files are read with plain reads, one tensor at a time, so peak memory is the result plus one
     tensor. Every header is validated before the safetensors library opens the file. For sharded

@@ -1,16 +1,16 @@
 """How the model's linear weights are stored: float tensors, or weight-only int8 (``Int8Weight``).
 
 ``Transformer(..., quantization="int8")`` stores every linear weight (fused q/k/v, o, fused
-gate/up, down, and the LM head) as int8 with float32 scales per group of 32 along K
-(eager_core/ops/int8_linear.py). Embeddings, norms and biases stay in the model dtype: the
-embedding is a row lookup (one row per token, no bandwidth to save) and norms are vectors. The
+gate/up, down, and the LM head) as int8 with float32 scales per group of 32 along K and, where
+they halve the error, offsets (eager_core/ops/int8_linear.py). Embeddings, norms and biases stay in
+the model dtype: the embedding is a row lookup (one row per token, no bandwidth to save) and norms are vectors. The
 model's call sites do not change: ``ops.linear`` dispatches on the weight's type.
 
 Where the int8 weights come from, per linear layer (``<prefix>`` = e.g. ``model.layers.0.mlp.down_proj``):
 
-* ``<prefix>.qweight`` (int8 [N, K]) and ``<prefix>.scales`` ([N, K / group]) in the checkpoint:
-  taken as they are (a GGUF's Q8_0 tensors, kept by ``tools/convert_gguf.py --keep-q8_0``), never
-  through float. Without ``quantization`` they are dequantized to the model dtype at load.
+* ``<prefix>.qweight`` (int8 [N, K]) and ``<prefix>.scales`` ([N, K / group]) in the checkpoint,
+  with ``<prefix>.offsets`` (like the scales) for asymmetric groups: taken as they are (a GGUF's
+  Q8_0 tensors, kept by ``tools/convert_gguf.py --keep-q8_0``), never through float. Without ``quantization`` they are dequantized to the model dtype at load.
 * ``<prefix>.weight`` (float): quantized at load, from the checkpoint's own dtype (before any cast
   to a smaller model dtype), with ``quantize_int8``.
 
@@ -49,7 +49,12 @@ def prequantized(weights: dict[str, torch.Tensor], prefix: str, shape: tuple[int
     if not s.is_floating_point() or s.dim() != 2 or s.shape[0] != shape[0] or shape[1] % max(s.shape[1], 1):
         raise CheckpointError(f"tensor {sname!r} is {s.dtype} {list(s.shape)}, expected float [{shape[0]}, groups] "
                               f"with groups dividing {shape[1]}")
-    return Int8Weight(q, s.to(torch.float32))
+    z = weights.get(prefix + ".offsets")
+    bad_group = (shape[1] // max(s.shape[1], 1)) % 16 != 0
+    if z is not None and (not z.is_floating_point() or tuple(z.shape) != tuple(s.shape) or bad_group):
+        raise CheckpointError(f"tensor {prefix + '.offsets'!r} is {z.dtype} {list(z.shape)}, expected float "
+                              f"{list(s.shape)} (like the scales) with groups that are a multiple of 16")
+    return Int8Weight(q, s.to(torch.float32), None if z is None else z.to(torch.float32))
 
 
 def quantize_checked(name: str, weight: torch.Tensor, group_size: int | None) -> Int8Weight:

@@ -195,9 +195,9 @@ class Transformer:
 
 def _decode_layer_tensors(lw: LayerWeights) -> tuple[torch.Tensor, ...]:
     """A layer's tensors in ops.decode_layers' order: norm, qkv, o, norm, gate_up, down; an int8
-    linear as its values then its scales."""
+    linear as its values, scales and offsets (empty when symmetric)."""
     def parts(w: Linear) -> tuple[torch.Tensor, ...]:
-        return (w.qweight, w.scales) if isinstance(w, Int8Weight) else (w,)
+        return w.kernel_tensors if isinstance(w, Int8Weight) else (w,)
     return (lw.input_norm, *parts(lw.qkv_w), *parts(lw.o_w), lw.post_norm, *parts(lw.gate_up_w), *parts(lw.down_w))
 
 

@@ -37,7 +37,8 @@ def decode_layers(x: torch.Tensor, weights: list[torch.Tensor], cos: torch.Tenso
                   context_lens: torch.Tensor, block_size: int, scale: float, eps: float, heads: int,
                   kv_heads: int) -> torch.Tensor:
     """x [T, hidden] after every layer; each row one decode query. ``weights``: per layer input norm,
-    fused qkv, o, post norm, fused gate_up, down (an int8 linear as two tensors: values, scales).
+    fused qkv, o, post norm, fused gate_up, down (an int8 linear as three tensors: values, scales,
+    offsets, the last empty for symmetric groups: ``Int8Weight.kernel_tensors``).
     ``cos``/``sin``: [T, head_dim] rotary tables (sin signed as in model/layers.py). Writes each row's
     k, v into ``kv_cache`` [layers, 2, slots, kv_heads, head_dim] at ``slot_mapping``."""
     return torch.ops.eager_core.decode_layers(x, weights, cos, sin, kv_cache, slot_mapping, block_tables,

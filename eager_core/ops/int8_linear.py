@@ -1,10 +1,21 @@
 """Weight-only int8 linear layers: the weight holder, the quantizer, the op and its reference.
 
-``Int8Weight`` holds a linear weight as int8 values ``qweight [N, K]`` and float32 ``scales
-[N, K / group_size]``: weight[n, k] = qweight[n, k] * scales[n, k // group_size]. Symmetric, round
-to nearest, values in [-127, 127] (as llama.cpp's Q8_0, which loads into this layout unchanged:
-group 32, its float16 scales widened exactly). Activations, bias and outputs stay in the model's
-dtype; only the weight is quantized.
+``Int8Weight`` holds a linear weight as int8 values ``qweight [N, K]``, float32 ``scales
+[N, K / group_size]`` and optional float32 ``offsets`` of the same shape:
+weight[n, k] = qweight[n, k] * scales[n, g] + offsets[n, g], g = k // group_size (offset 0 without
+them). Two ways to fill a group of 32, both round to nearest (``quantize_int8``):
+
+* symmetric, values in [-127, 127], scale max|w| / 127, no offset: llama.cpp's Q8_0, which loads
+  into this layout unchanged (its float16 scales widened exactly);
+* asymmetric, values in [-128, 127] spanning the group's minimum to its maximum: 256 levels instead
+  of 255 over a range that is often narrower, for 4 more bytes per 32 weights. Weights that already
+  sit on a 4-bit grid of 16 levels (llama.cpp's Q4_1: the default checkpoint) land exactly on
+  it, since 255 = 15 x 17: the int8 model then computes what the float32 one does.
+
+By default each matrix takes the asymmetric form only where it at least halves the squared error
+(``ASYMMETRIC_GAIN``): on the default model every decoder matrix does and the LM head (Q8_0 in the
+GGUF, exact when symmetric) does not. Activations, bias and outputs stay in the model's dtype; only
+the weight is quantized.
 
 ``linear`` (eager_core/ops/linear.py) sends an ``Int8Weight`` here, so the model's call sites do not
 change. ``int8_linear`` then picks:
@@ -32,6 +43,10 @@ from eager_core.ops.onednn import onednn_available, onednn_linear
 # One scale per 32 weights of a row unless K is not a multiple of it (then one per row). Chosen by
 # measurement over per-channel scales (docs/performance.md, "Weight-only int8").
 DEFAULT_GROUP_SIZE = 32
+# A matrix stores offsets (asymmetric groups) only if they cut its squared error by this factor:
+# they cost 4 bytes per 32 weights (11% more per step), so a small gain is not worth it. None of
+# quantize_int8's ``asymmetric`` means this rule; True / False force one form.
+ASYMMETRIC_GAIN = 2.0
 # Rows up to which the compiled kernels beat dequantize + BLAS (docs/decode_kernels.md).
 INT8_SMALL_M = 64
 CUDA_SMALL_M = 8
@@ -40,18 +55,29 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 @dataclass(eq=False)
 class Int8Weight:
-    """A linear weight [N, K] as int8 values and float32 scales per group of ``group_size`` along K."""
+    """A linear weight [N, K] as int8 values, float32 scales per group of ``group_size`` along K and,
+    for asymmetric groups, float32 offsets shaped like the scales (the group size then a multiple of
+    16, as the kernels' grouped layout needs)."""
 
-    qweight: torch.Tensor   # int8 [N, K], contiguous
-    scales: torch.Tensor    # float32 [N, K // group_size], contiguous
+    qweight: torch.Tensor                   # int8 [N, K], contiguous
+    scales: torch.Tensor                    # float32 [N, K // group_size], contiguous
+    offsets: torch.Tensor | None = None     # float32 like scales, or None (symmetric: offset 0)
 
     def __post_init__(self) -> None:
-        q, s = self.qweight, self.scales
+        q, s, z = self.qweight, self.scales, self.offsets
         if q.dtype != torch.int8 or q.dim() != 2:
             raise ValueError(f"Int8Weight: qweight must be a 2-D int8 tensor, got {q.dtype} {list(q.shape)}")
         if s.dim() != 2 or s.shape[0] != q.shape[0] or s.shape[1] < 1 or q.shape[1] % s.shape[1]:
             raise ValueError(f"Int8Weight: scales {list(s.shape)} do not fit qweight {list(q.shape)} "
                              "([N, groups] with groups dividing K)")
+        if z is not None:
+            if z.shape != s.shape or not z.is_floating_point():
+                raise ValueError(f"Int8Weight: offsets {z.dtype} {list(z.shape)} must be float, shaped like "
+                                 f"the scales {list(s.shape)}")
+            if (q.shape[1] // s.shape[1]) % 16:
+                raise ValueError(f"Int8Weight: offsets need a group size that is a multiple of 16, got "
+                                 f"{q.shape[1] // s.shape[1]}")
+            self.offsets = z.to(torch.float32).contiguous()
         self.qweight = q.contiguous()
         self.scales = s.to(torch.float32).contiguous()
 
@@ -69,47 +95,105 @@ class Int8Weight:
 
     @property
     def nbytes(self) -> int:
-        """Bytes a matmul reads: the int8 values and their scales."""
-        return self.qweight.numel() + self.scales.numel() * self.scales.element_size()
+        """Bytes a matmul reads: the int8 values, their scales and offsets."""
+        extra = 0 if self.offsets is None else self.offsets.numel() * 4
+        return self.qweight.numel() + self.scales.numel() * self.scales.element_size() + extra
+
+    @functools.cached_property
+    def kernel_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(values, scales, offsets) as ops.decode_layers takes them: offsets empty when symmetric.
+        Built once, since the op's weight list is assembled at every decode step."""
+        offsets = self.offsets if self.offsets is not None else self.scales.new_empty(0)
+        return self.qweight, self.scales, offsets
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The float weight [N, K]: products formed in float32 (float64 if asked), then cast once."""
+        """The float weight [N, K]: q * s (+ z) formed in float32 (float64 if asked), then cast once."""
         n, k = self.qweight.shape
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        w = self.qweight.view(n, -1, self.group_size).to(work) * self.scales.to(work)[..., None]
+        q = self.qweight.view(n, -1, self.group_size).to(work)
+        s = self.scales.to(work)[..., None]
+        w = q * s if self.offsets is None else torch.addcmul(self.offsets.to(work)[..., None], q, s)
         return w.view(n, k).to(dtype)
 
     def to(self, device: torch.device | str) -> "Int8Weight":
-        return Int8Weight(self.qweight.to(device), self.scales.to(device))
+        z = None if self.offsets is None else self.offsets.to(device)
+        return Int8Weight(self.qweight.to(device), self.scales.to(device), z)
 
     @staticmethod
     def cat(parts: list["Int8Weight"]) -> "Int8Weight":
-        """Stack weights along N (q/k/v, gate/up fusion): rows are independent, so this is exact."""
+        """Stack weights along N (q/k/v, gate/up fusion): rows are independent, so this is exact. If
+        any part has offsets, the symmetric parts get offsets of 0 (the same weights)."""
         groups = {p.group_size for p in parts}
         if len(groups) != 1:
             raise ValueError(f"Int8Weight.cat: parts have different group sizes {sorted(groups)}")
-        return Int8Weight(torch.cat([p.qweight for p in parts]), torch.cat([p.scales for p in parts]))
+        offsets = None
+        if any(p.offsets is not None for p in parts):
+            offsets = torch.cat([torch.zeros_like(p.scales) if p.offsets is None else p.offsets for p in parts])
+        return Int8Weight(torch.cat([p.qweight for p in parts]), torch.cat([p.scales for p in parts]), offsets)
 
 
-def quantize_int8(weight: torch.Tensor, group_size: int | None = DEFAULT_GROUP_SIZE) -> Int8Weight:
-    """Symmetric round-to-nearest int8 of a float weight [N, K].
+def _symmetric(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 values, scales) of float32 groups w [n, groups, g]: scale max|w| / 127 (1 if all zero)."""
+    amax = w.abs().amax(dim=-1)
+    scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return torch.round(w / scales[..., None]).clamp_(-127, 127).to(torch.int8), scales
 
-    Each group of ``group_size`` weights of a row (one group per row if None, or if K is not a
-    multiple of it) gets scale = max|w| / 127, so the largest weight maps to +-127 exactly; an
-    all-zero group gets scale 1. Computed in float32 from the weight as given (quantize before any
-    cast to a smaller model dtype). Raises ValueError for a non-finite weight.
+
+def _asymmetric(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(int8 values, scales, offsets) of float32 groups w [n, groups, g]: the minimum at -128, the
+    maximum at 127 (a constant group: scale 1, offset its value)."""
+    lo, hi = w.amin(dim=-1), w.amax(dim=-1)
+    spread = hi - lo
+    scales = torch.where(spread > 0, spread / 255.0, torch.ones_like(spread))
+    offsets = torch.where(spread > 0, lo + 128.0 * scales, lo)
+    q = torch.round((w - offsets[..., None]) / scales[..., None]).clamp_(-128, 127).to(torch.int8)
+    return q, scales, offsets
+
+
+def _squared_error(w: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor | None) -> float:
+    deq = q.float() * scales[..., None]
+    if offsets is not None:
+        deq += offsets[..., None]
+    return (deq - w).square().sum(dtype=torch.float64).item()
+
+
+# Rows quantized at a time: bounds the float temporaries (an LM head is 28 M weights) to ~4 MB each.
+_CHUNK_WEIGHTS = 1 << 20
+
+
+def quantize_int8(weight: torch.Tensor, group_size: int | None = DEFAULT_GROUP_SIZE,
+                  asymmetric: bool | None = None) -> Int8Weight:
+    """Round-to-nearest int8 of a float weight [N, K], per group of ``group_size`` weights of a row
+    (one group per row if None, or if K is not a multiple of it).
+
+    Symmetric: scale = max|w| / 127, so the largest weight maps to +-127 exactly (an all-zero group
+    gets scale 1). Asymmetric: scale = (max - min) / 255 and offset = min + 128 * scale, so the
+    minimum maps to -128 and the maximum to 127 (a constant group: scale 1, offset its value); only
+    for groups that are a multiple of 16. ``asymmetric=None`` picks per matrix: asymmetric where its
+    squared error is at most 1 / ASYMMETRIC_GAIN of the symmetric one's (read at call time).
+    Computed in float32 from the weight as given (quantize before any cast to a smaller model
+    dtype), a block of rows at a time. Raises ValueError for a non-finite weight.
     """
     if weight.dim() != 2 or not weight.is_floating_point():
         raise ValueError(f"quantize_int8: expected a 2-D floating-point weight, got {weight.dtype} {list(weight.shape)}")
     n, k = weight.shape
     g = k if group_size is None or k % group_size else group_size
-    w = weight.to(torch.float32).reshape(n, k // g, g)
-    amax = w.abs().amax(dim=-1)
-    if not torch.isfinite(amax).all():
-        raise ValueError("quantize_int8: the weight has NaN or infinite values")
-    scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    q = torch.round(w / scales[..., None]).clamp_(-127, 127).to(torch.int8)
-    return Int8Weight(q.view(n, k), scales)
+    forms = [False] if asymmetric is False or g % 16 else [True] if asymmetric else [False, True]
+    parts: dict[bool, list[tuple[torch.Tensor, ...]]] = {f: [] for f in forms}
+    error = dict.fromkeys(forms, 0.0)
+    rows = max(1, _CHUNK_WEIGHTS // max(k, 1))
+    for r0 in range(0, max(n, 1), rows):   # an empty weight still yields its (empty) parts
+        w = weight[r0:r0 + rows].to(torch.float32).reshape(-1, k // g, g)
+        if not torch.isfinite(w).all():
+            raise ValueError("quantize_int8: the weight has NaN or infinite values")
+        for form in forms:
+            got = _asymmetric(w) if form else _symmetric(w)
+            parts[form].append(got)
+            if len(forms) > 1:
+                error[form] += _squared_error(w, *got) if form else _squared_error(w, *got, None)
+    form = forms[0] if len(forms) == 1 else error[True] * ASYMMETRIC_GAIN <= error[False]
+    cols = [torch.cat(c) for c in zip(*parts[form])]
+    return Int8Weight(cols[0].view(n, k), *cols[1:])
 
 
 def int8_linear_reference(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,7 +241,7 @@ def use_int8_kernel(x: torch.Tensor, weight: Int8Weight) -> bool:
 def int8_linear(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ dequant(weight).T + bias, in x's dtype (float32 accumulation in the kernels)."""
     if use_int8_kernel(x, weight):
-        return torch.ops.eager_core.int8_linear(x, weight.qweight, weight.scales, bias)
+        return torch.ops.eager_core.int8_linear(x, weight.qweight, weight.scales, bias, weight.offsets)
     if x.is_cpu and x.dtype == torch.float32 and onednn_available() and not extension_disabled():
         return onednn_linear(x, weight.dequantize(torch.float32), bias)   # prefill: not MKL (ops/onednn.py)
     return int8_linear_reference(x, weight, bias)
@@ -167,6 +251,6 @@ def int8_swiglu(x: torch.Tensor, gate_up: Int8Weight, bias: torch.Tensor | None 
     """silu(gate) * up for a fused [gate; up] weight [2I, K]: one compiled call on CPU decode steps
     (saves the chunk, SiLU and product ops, and rounds once), else int8_linear and those ops."""
     if x.is_cpu and use_int8_kernel(x, gate_up) and _has_op("swiglu"):
-        return torch.ops.eager_core.int8_swiglu(x, gate_up.qweight, gate_up.scales, bias)
+        return torch.ops.eager_core.int8_swiglu(x, gate_up.qweight, gate_up.scales, bias, gate_up.offsets)
     gate, up = int8_linear(x, gate_up, bias).chunk(2, dim=-1)
     return F.silu(gate) * up

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from eager_core import LLM, SamplingParams
+from eager_core.ops import int8_linear
 from eager_core.ops.decode_layers import decode_layers_available
 from eager_core.ops.linear import SMALL_M
 
@@ -39,12 +40,17 @@ def _run(ckpt, dtype: str, fused: bool, n: int = 2, quantization: str | None = N
 
 
 @pytest.mark.parametrize("n", [2, 5])   # 8 rows: the one-call path; 20 rows: more than it takes
-@pytest.mark.parametrize("quantization", [None, "int8"])
+@pytest.mark.parametrize("quantization", [None, "int8", "int8-offsets"])
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("bfloat16", 0.0)])
-def test_every_decode_step_equals_the_layer_by_layer_path(tiny_ckpt, dtype, atol, quantization, n):
+def test_every_decode_step_equals_the_layer_by_layer_path(tiny_ckpt, dtype, atol, quantization, n, monkeypatch):
     _need(getattr(torch, dtype))
+    if quantization == "int8-offsets":   # every matrix asymmetric: the op's offsets tensors in use
+        monkeypatch.setattr(int8_linear, "ASYMMETRIC_GAIN", 0.0)
+        quantization = "int8"
     fused_tokens, fused_steps, model = _run(tiny_ckpt, dtype, fused=True, quantization=quantization, n=n)
     assert model.fused_decode   # a plain Llama: the one-call path was available
+    if quantization:
+        assert (model.layers[0].down_w.offsets is not None) == (int8_linear.ASYMMETRIC_GAIN == 0.0)
     ref_tokens, ref_steps, _ = _run(tiny_ckpt, dtype, fused=False, quantization=quantization, n=n)
     assert fused_tokens == ref_tokens
     assert len(fused_steps) == len(ref_steps)

@@ -19,7 +19,7 @@ from tiny_models import ARCHS
 from eager_core import LLM, SamplingParams
 from eager_core.engine.engine_args import EngineArgs
 from eager_core.errors import CheckpointError, ConfigError
-from eager_core.ops import Int8Weight, quantize_int8
+from eager_core.ops import Int8Weight, int8_linear, quantize_int8
 
 LINEARS = ("qkv_w", "o_w", "gate_up_w", "down_w")
 
@@ -35,23 +35,33 @@ def dequantized_twin(ckpt, llm8: LLM, dtype: str = "float32") -> LLM:
     return twin
 
 
+def assert_same_model(llm8: LLM, ref: LLM, tol: float, max_tokens: int) -> None:
+    """Logits within tol on 7 rows (the decode kernels) and 100 rows (dequantize + F.linear), and
+    the same greedy tokens for ragged prompts with n=2."""
+    for n in (7, 100):
+        ids = [(i * 37 + 11) % 250 for i in range(n)]
+        torch.testing.assert_close(llm8.logits(ids), ref.logits(ids), rtol=tol, atol=tol)
+    prompts = [[(i * 7 + j) % 250 for j in range(k)] for i, k in enumerate([3, 17, 40])]
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, n=2, ignore_eos=True)
+    a = llm8.generate(prompt_token_ids=prompts, params=params)
+    b = ref.generate(prompt_token_ids=prompts, params=params)
+    assert [[c.token_ids for c in r.outputs] for r in a] == [[c.token_ids for c in r.outputs] for r in b]
+
+
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_int8_model_equals_float_model_with_dequantized_weights(tiny_ckpt_factory, arch):
+@pytest.mark.parametrize("offsets", [False, True])
+def test_int8_model_equals_float_model_with_dequantized_weights(tiny_ckpt_factory, arch, offsets, monkeypatch):
     ckpt = tiny_ckpt_factory(arch)
+    if offsets:   # every matrix asymmetric (tiny Gaussian weights would otherwise stay symmetric)
+        monkeypatch.setattr(int8_linear, "ASYMMETRIC_GAIN", 0.0)
     llm8 = LLM(str(ckpt), quantization="int8", num_kv_blocks=64)
+    assert (llm8.model.layers[0].o_w.offsets is not None) == offsets
     m = llm8.model
     assert all(isinstance(getattr(lw, n), Int8Weight) for lw in m.layers for n in LINEARS)
     assert isinstance(m.lm_head, Int8Weight) and m.embed.dtype == torch.float32   # lookup stays float
     assert m.layers[0].input_norm.dtype == torch.float32
     twin = dequantized_twin(ckpt, llm8)
-    for n in (7, 100):   # 7 rows: the kernel; 100 rows: dequantize + F.linear
-        ids = [(i * 37 + 11) % 250 for i in range(n)]
-        torch.testing.assert_close(llm8.logits(ids), twin.logits(ids), rtol=1e-4, atol=1e-4)
-    prompts = [[(i * 7 + j) % 250 for j in range(k)] for i, k in enumerate([3, 17, 40])]
-    params = SamplingParams(temperature=0, max_tokens=12, n=2, ignore_eos=True)
-    a = llm8.generate(prompt_token_ids=prompts, params=params)
-    b = twin.generate(prompt_token_ids=prompts, params=params)
-    assert [[c.token_ids for c in r.outputs] for r in a] == [[c.token_ids for c in r.outputs] for r in b]
+    assert_same_model(llm8, twin, tol=1e-4, max_tokens=12)
 
 
 def test_bfloat16_activations(tiny_ckpt_factory):
@@ -108,6 +118,49 @@ def test_prequantized_tensors_load_as_they_are(tiny_ckpt_factory, tmp_path):
     ids = list(range(30, 50))
     torch.testing.assert_close(llm8.logits(ids), dequantized_twin(tmp_path / "q", llm8).logits(ids),
                                rtol=1e-4, atol=1e-4)
+
+
+def _onto_q4_1_grid(w: torch.Tensor) -> torch.Tensor:
+    """w as llama.cpp's Q4_1 stores it: per 32 weights of a row, d * q + m with q in 0..15, d and m
+    float16 (what the default checkpoint's weights are, dequantized)."""
+    n, k = w.shape
+    g = w.float().view(n, k // 32, 32)
+    lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+    d, m = ((hi - lo) / 15).half().float().clamp_min(1e-8), lo.half().float()
+    return (torch.round((g - m) / d).clamp(0, 15) * d + m).view(n, k)
+
+
+def test_a_q4_1_checkpoint_runs_in_int8_exactly(tiny_ckpt_factory, tmp_path):
+    """Weights on a Q4_1 grid (the default model's) take asymmetric groups, which hold them exactly:
+    the int8 model then gives the float32 model's logits up to float32 rounding and its greedy
+    tokens, on decode steps (the kernels) and a long prefill (dequantize + F.linear)."""
+    dst = tmp_path / "q4"
+    shutil.copytree(tiny_ckpt_factory("llama"), dst)
+    sd = load_file(str(dst / "model.safetensors"))
+    for name in list(sd):
+        if sd[name].dim() == 2 and sd[name].shape[1] % 32 == 0:   # every matrix, the (tied) head too
+            sd[name] = _onto_q4_1_grid(sd[name])
+    save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    llm8, f32 = LLM(str(dst), quantization="int8", num_kv_blocks=64), LLM(str(dst), num_kv_blocks=64)
+    assert all(getattr(lw, n).offsets is not None for lw in llm8.model.layers for n in LINEARS)
+    assert_same_model(llm8, f32, tol=1e-5, max_tokens=16)
+
+
+def test_prequantized_offsets_load_as_they_are(tiny_ckpt_factory, tmp_path):
+    dst, name = tmp_path / "qz", "model.layers.1.mlp.down_proj"
+    shutil.copytree(tiny_ckpt_factory("llama"), dst)
+    sd = load_file(str(dst / "model.safetensors"))
+    q = quantize_int8(sd.pop(name + ".weight") + 1.0, 32, asymmetric=True)
+    sd[name + ".qweight"], sd[name + ".scales"], sd[name + ".offsets"] = q.qweight, q.scales, q.offsets
+    save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    down = LLM(str(dst), quantization="int8", num_kv_blocks=16).model.layers[1].down_w
+    assert torch.equal(down.qweight, q.qweight) and torch.equal(down.offsets, q.offsets)
+    plain = LLM(str(dst), num_kv_blocks=16).model.layers[1].down_w       # no quantization: dequantized
+    assert torch.equal(plain, q.dequantize())
+    sd[name + ".offsets"] = q.offsets[:, :1].contiguous()
+    save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="down_proj.offsets"):
+        LLM(str(dst), quantization="int8", num_kv_blocks=16)
 
 
 def test_prequantized_without_scales_is_a_checkpoint_error(tiny_ckpt_factory, tmp_path):

@@ -14,25 +14,26 @@ from kernel_support import need_op
 
 SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import itertools, sys, torch
     torch.set_num_threads(2)
     from eager_core.ops import quantize_int8
     from eager_core.ops.int8_linear import int8_isa, int8_linear, use_int8_kernel
     want = sys.argv[1]
     assert int8_isa() == want, (int8_isa(), want)
     g = torch.Generator().manual_seed(0)
-    for M in (1, 3, 4, 5, 8, 9, 33):
-        for N, K, group in ((3, 5, None), (33, 17, None), (130, 576, 32), (9, 96, 16), (65, 1536, None)):
-            w = quantize_int8(torch.randn(N, K, generator=g), group)
-            for dtype in (torch.float32, torch.bfloat16):
-                x, b = torch.randn(M, K, generator=g).to(dtype), torch.randn(N, generator=g).to(dtype)
-                assert use_int8_kernel(x, w)
-                y = int8_linear(x, w, b).double()
-                ref = torch.nn.functional.linear(x.double(), w.dequantize(torch.float64), b.double())
-                tol = ref.abs() * (1e-5 if dtype == torch.float32 else 2 ** -8) + 1e-5 * K ** 0.5
-                if dtype == torch.bfloat16:   # the AVX512-BF16 kernel rounds scaled weights to bf16
-                    tol += 2 ** -9 * torch.nn.functional.linear(x.double().abs(), w.dequantize(torch.float64).abs())
-                assert ((y - ref).abs() <= tol).all(), (want, M, N, K, group, dtype, (y - ref).abs().max())
+    shapes = ((3, 5, None), (33, 17, None), (130, 576, 32), (9, 96, 16), (65, 1536, None))
+    # asym: rows shifted off zero and asymmetric groups (offsets) wherever the group allows them
+    for M, (N, K, group), asym in itertools.product((1, 3, 4, 5, 8, 9, 33), shapes, (False, True)):
+        w = quantize_int8(torch.randn(N, K, generator=g) + (1.5 if asym else 0.0), group, asymmetric=asym)
+        for dtype in (torch.float32, torch.bfloat16):
+            x, b = torch.randn(M, K, generator=g).to(dtype), torch.randn(N, generator=g).to(dtype)
+            assert use_int8_kernel(x, w)
+            y = int8_linear(x, w, b).double()
+            ref = torch.nn.functional.linear(x.double(), w.dequantize(torch.float64), b.double())
+            tol = ref.abs() * (1e-5 if dtype == torch.float32 else 2 ** -8) + 1e-5 * K ** 0.5
+            if dtype == torch.bfloat16:   # the AVX512-BF16 kernel rounds scaled weights to bf16
+                tol += 2 ** -9 * torch.nn.functional.linear(x.double().abs(), w.dequantize(torch.float64).abs())
+            assert ((y - ref).abs() <= tol).all(), (want, M, N, K, group, asym, dtype, (y - ref).abs().max())
     print("ok", want)
     """
 )
