@@ -1,6 +1,7 @@
 /*
  * paged_attention_cpu.cpp: compiles paged_attention_body.h for AVX-512 and for the baseline
- * x86-64 (or the host's baseline elsewhere) and picks one at first use, like the entropy gate.
+ * x86-64 (or the host's baseline elsewhere) and picks one at first use, like the entropy gate. On
+ * AVX-512, head_dim 64 and 128 run the intrinsics of paged_attention_avx512.h instead.
  */
 #include "paged_attention.h"
 
@@ -11,6 +12,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PA_X86 1
+#include <immintrin.h>
 #endif
 
 #if defined(PA_X86) && defined(__clang__)
@@ -22,6 +24,7 @@
 #ifdef PA_X86
 namespace eager_core { namespace paged_attention { namespace isa_v4 {
 #include "paged_attention_body.h"
+#include "paged_attention_avx512.h"
 }}}  // namespace eager_core::paged_attention::isa_v4
 #endif
 #if defined(PA_X86) && defined(__clang__)
@@ -59,7 +62,10 @@ bool use_avx512() {
 
 void run(const Args& a, int64_t task_begin, int64_t task_end, float* scratch) {
 #ifdef PA_X86
-  if (use_avx512()) return isa_v4::run_tasks(a, task_begin, task_end, scratch);
+  if (use_avx512()) {
+    if (isa_v4::run_tasks_avx512(a, task_begin, task_end, scratch)) return;   // head_dim 64, 128
+    return isa_v4::run_tasks(a, task_begin, task_end, scratch);
+  }
 #endif
   isa_base::run_tasks(a, task_begin, task_end, scratch);
 }
