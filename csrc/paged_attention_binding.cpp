@@ -53,9 +53,21 @@ at::Tensor paged_decode_attention_cpu(const at::Tensor& q_in, const at::Tensor& 
   paged_attention::Args a{q.data_ptr<float>(), k_cache.data_ptr(), v_cache.data_ptr(), ct == at::kBFloat16,
                           tp, lp, out.data_ptr<float>(), H, KVH, D, block_size, width, static_cast<float>(scale)};
   const int64_t group = H / KVH;
-  at::parallel_for(0, B * KVH, 1, [&](int64_t t0, int64_t t1) {
+  // Split the tasks into one run per thread of about equal work (a task's work is its context
+  // length): contexts can differ a lot, most of all when a prompt's queries come through here
+  // (query i reads i + 1 positions), and equal task counts would leave one thread most of it.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B * KVH));
+  std::vector<int64_t> cut(static_cast<size_t>(parts + 1), B * KVH);
+  cut[0] = 0;
+  int64_t total = 0, done = 0, part = 1;
+  for (int64_t b = 0; b < B; ++b) total += lp[b] * KVH;
+  for (int64_t t = 0; t < B * KVH && part < parts; ++t) {
+    done += lp[t / KVH];
+    if (done * parts >= total * part) cut[static_cast<size_t>(part++)] = t + 1;
+  }
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
     std::vector<float> scratch(static_cast<size_t>(group * max_ctx));
-    paged_attention::run(a, t0, t1, scratch.data());
+    for (int64_t p = p0; p < p1; ++p) paged_attention::run(a, cut[p], cut[p + 1], scratch.data());
   });
   return out.to(q_in.scalar_type());
 }

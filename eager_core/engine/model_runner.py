@@ -25,7 +25,7 @@ from eager_core.engine.scheduler import ScheduledBatch
 from eager_core.engine.sequence import Sequence
 from eager_core.model.attention import AttentionMetadata, PrefillChunk, context_slots
 from eager_core.model.transformer import Transformer
-from eager_core.ops.paged_attention import use_paged_kernel
+from eager_core.ops.paged_attention import use_paged_kernel, use_paged_prefill
 
 
 @dataclass
@@ -98,6 +98,8 @@ class ModelRunner:
             return StepLogits(logits, sampled, [])
         meta = AttentionMetadata(slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=self.device),
                                  num_decode=num_decode, prefills=prefills)
+        if prefills and use_paged_prefill(self.device, self.kv_pool.kv.dtype, self.kv_pool.kv.shape[-1]):
+            meta.paged_kernel, meta.block_size = True, self.block_size
         if num_decode:
             decoding = [it.seq for it in items[:num_decode]]
             tables, ctx = self._decode_tables(decoding)

@@ -29,6 +29,19 @@ def use_paged_kernel(device: torch.device, cache_dtype: torch.dtype) -> bool:
             and not extension_disabled())
 
 
+@functools.lru_cache(maxsize=None)
+def _intrinsics_kernel(head_dim: int) -> bool:
+    return (_kernel_available() and head_dim in (64, 128)
+            and str(torch.ops.eager_core.paged_attention_isa()) == "avx512")
+
+
+def use_paged_prefill(device: torch.device, cache_dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether prefill chunks also take the kernel (one decode per query over its causal context):
+    only where its AVX-512 intrinsics run (head_dim 64 or 128), which beat PyTorch's flash
+    attention on this CPU; the portable loops do not (docs/decode_kernels.md)."""
+    return use_paged_kernel(device, cache_dtype) and _intrinsics_kernel(head_dim)
+
+
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: int,
                            scale: float) -> torch.Tensor:

@@ -95,3 +95,75 @@ def test_kernel_only_on_cpu_for_supported_dtypes(monkeypatch):
     assert not use_paged_kernel(torch.device("cuda"), torch.float32)
     monkeypatch.setenv("EAGER_CORE_DISABLE_EXT", "1")
     assert not use_paged_kernel(torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [64, 24])
+def test_prefill_chunks_through_the_kernel_equal_sdpa(dtype, head_dim, monkeypatch):
+    """model/attention.py sends prefill chunks to the kernel (each query a decode over its causal
+    context) when ``meta.paged_kernel``: a fresh prompt and a chunk after cached context, packed
+    behind a decode, equal the gather + SDPA path."""
+    from eager_core.model import attention
+    from eager_core.model.attention import AttentionMetadata, PrefillChunk, paged_attention
+
+    calls = []
+    kernel_op = attention.paged_decode_attention
+    monkeypatch.setattr(attention, "paged_decode_attention", lambda *a: calls.append(len(a[0])) or kernel_op(*a))
+
+    g = torch.Generator().manual_seed(head_dim)
+    bs, heads, kv_heads, blocks = 4, 6, 2, 40
+    k_cache = torch.randn(blocks * bs, kv_heads, head_dim, generator=g).to(dtype)
+    v_cache = torch.randn(blocks * bs, kv_heads, head_dim, generator=g).to(dtype)
+    tables = [torch.randperm(blocks, generator=g)[:8] for _ in range(3)]
+
+    def slots(table, n):
+        pos = torch.arange(n)
+        return table[pos // bs] * bs + pos % bs
+
+    # token 0: a decode of sequence 0 at 9 positions; then 13 fresh tokens of sequence 1; then the
+    # last 6 of 22 positions of sequence 2 (16 cached).
+    chunks = [PrefillChunk(1, 13, 13, slots(tables[1], 13)), PrefillChunk(14, 6, 22, slots(tables[2], 22))]
+    q = torch.randn(20, heads, head_dim, generator=g).to(dtype)
+    base = dict(slot_mapping=torch.zeros(20, dtype=torch.long), num_decode=1, decode_tables=tables[0][None],
+                decode_context_lens=torch.tensor([9]), block_size=bs, prefills=chunks)
+    via_kernel = paged_attention(q, k_cache, v_cache, AttentionMetadata(**base, paged_kernel=True), 0.3)
+    assert calls == [1, 13, 6]                   # the decode, then each chunk's queries
+    via_sdpa = paged_attention(q, k_cache, v_cache, AttentionMetadata(**base), 0.3)
+    assert calls == [1, 13, 6, 1]                # the chunks took SDPA
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(via_kernel.float(), via_sdpa.float(), rtol=tol, atol=tol)
+
+
+def test_prefill_takes_the_kernel_only_where_its_intrinsics_run():
+    from eager_core.ops.paged_attention import use_paged_kernel, use_paged_prefill
+
+    cpu = torch.device("cpu")
+    assert not use_paged_prefill(cpu, torch.float32, 24)                  # the portable loops: SDPA stays
+    assert not use_paged_prefill(cpu, torch.float16, 64)
+    if use_paged_kernel(cpu, torch.float32):
+        fast = torch.ops.eager_core.paged_attention_isa() == "avx512"
+        assert use_paged_prefill(cpu, torch.bfloat16, 64) == fast == use_paged_prefill(cpu, torch.float32, 128)
+
+
+@pytest.mark.usefixtures("kernel")
+def test_uneven_contexts_split_by_work_give_the_same_result_on_any_thread_count():
+    """The binding cuts the tasks into one run per thread of about equal work (context length):
+    every task is still computed once, whole, so the result does not depend on the thread count."""
+    g = torch.Generator().manual_seed(3)
+    bs, n = 4, 150
+    k_cache, v_cache = torch.randn(64 * bs, 2, 64, generator=g), torch.randn(64 * bs, 2, 64, generator=g)
+    table = torch.randperm(64, generator=g)[:40]
+    lens = torch.cat([torch.arange(1, n), torch.tensor([157])])     # a causal prompt's queries, ragged
+    q = torch.randn(len(lens), 6, 64, generator=g)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(paged_decode_attention(q, k_cache, v_cache, table.expand(len(lens), -1), lens, bs, 0.125))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    ref = reference(q, k_cache, v_cache, table.expand(len(lens), -1), lens, bs, 0.125)
+    torch.testing.assert_close(outs[0].double(), ref, rtol=1e-5, atol=1e-5)
