@@ -26,7 +26,8 @@ def folder(tmp_path: Path) -> Path:
     init, adapt = {"theta": 2.3, "M": 8}, {"theta": 2.3, "M": 8, "confidence_percentile": 10.0}
     rows = [record(0, "eager-init", init, [("4", True)]), record(1, "eager-init", init, [("5", True), ("6", False)]),
             record(2, "eager-init", init, [("1", False)]), record(3, "eager-init", init, [("2", False)]),
-            record(0, "eager-deepconf", adapt, [("4", True)], 30), record(1, "eager-deepconf", adapt, [("7", False)], 30),
+            record(0, "eager-deepconf", adapt, [("4", True)], 30),
+            record(1, "eager-deepconf", adapt, [("7", False)], 30),
             record(2, "eager-deepconf", adapt, [("9", True)], 30),
             record(3, "eager-deepconf", adapt, [("8", False), ("8", False), ("3", True)], 30),
             record(0, "parallel", {"theta": None, "M": 8}, [("4", True)])]
