@@ -9,6 +9,7 @@
  * AVX-512 copy for everyone).
  */
 #include "entropy_gate_cpu_simd.h"
+#include "cpu_features.h"
 
 #include <stdint.h>
 
@@ -76,15 +77,8 @@ struct Kernels {
  * AVX-512 machine); it is read once, at the first call. */
 Kernels pick() {
 #ifdef EG_X86_DISPATCH
-  const char* cap = std::getenv("EAGER_CORE_CPU_ISA");
-  const bool allow_v4 = cap == nullptr || *cap == '\0' || std::strcmp(cap, "avx512") == 0;
-  const bool allow_v3 = allow_v4 || std::strcmp(cap, "avx2") == 0;
-  __builtin_cpu_init();
-  if (allow_v4 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-    return EG_KERNELS(isa_v4, "avx512");
-  if (allow_v3 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return EG_KERNELS(isa_v3, "avx2");
+  if (cpu::avx512()) return EG_KERNELS(isa_v4, "avx512");
+  if (cpu::avx2_fma()) return EG_KERNELS(isa_v3, "avx2");
 #endif
   return EG_KERNELS(isa_base, "baseline");
 }

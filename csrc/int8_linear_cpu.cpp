@@ -10,6 +10,7 @@
  * once to the finished dot product.
  */
 #include "int8_linear.h"
+#include "cpu_features.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -271,14 +272,8 @@ struct Impl {
  * slower paths can be tested on an AVX-512 machine; the same switch as the entropy gate's. */
 Impl pick() {
 #ifdef I8_X86
-  const char* cap = std::getenv("EAGER_CORE_CPU_ISA");
-  const bool allow_v4 = cap == nullptr || *cap == '\0' || std::strcmp(cap, "avx512") == 0;
-  const bool allow_v3 = allow_v4 || std::strcmp(cap, "avx2") == 0;
-  __builtin_cpu_init();
-  if (allow_v4 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl"))
-    return Impl{rows_avx512, "avx512"};
-  if (allow_v3 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Impl{rows_avx2, "avx2"};
+  if (cpu::avx512()) return Impl{rows_avx512, "avx512"};
+  if (cpu::avx2_fma()) return Impl{rows_avx2, "avx2"};
 #endif
   return Impl{rows_baseline, "baseline"};
 }

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "int8_linear.h"
+#include "cpu_features.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define I8B_X86 1
@@ -127,13 +128,7 @@ void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, 
 /* Only at the top level: EAGER_CORE_CPU_ISA=avx2 / baseline turn it off (read once), like rows(). */
 bool rows_bf16_supported() {
 #ifdef I8B_X86
-  static const bool ok = [] {
-    const char* cap = std::getenv("EAGER_CORE_CPU_ISA");
-    if (cap != nullptr && *cap != '\0' && std::strcmp(cap, "avx512") != 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512bf16");
-  }();
+  static const bool ok = cpu::avx512_bf16();
   return ok;
 #else
   return false;

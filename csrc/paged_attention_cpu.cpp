@@ -4,6 +4,7 @@
  * AVX-512, head_dim 64 and 128 run the intrinsics of paged_attention_avx512.h instead.
  */
 #include "paged_attention.h"
+#include "cpu_features.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -45,13 +46,7 @@ namespace {
  * the tests can check them on an AVX-512 machine; same switch as the entropy gate's. */
 bool use_avx512() {
 #ifdef PA_X86
-  static const bool ok = [] {
-    const char* cap = std::getenv("EAGER_CORE_CPU_ISA");
-    if (cap != nullptr && *cap != '\0' && std::strcmp(cap, "avx512") != 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  }();
+  static const bool ok = cpu::avx512();
   return ok;
 #else
   return false;

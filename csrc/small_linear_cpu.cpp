@@ -11,6 +11,7 @@
  * 2 threads, AMD EPYC; float32 reads twice the bytes per FMA and was at ~52 GB/s either way).
  */
 #include "small_linear.h"
+#include "cpu_features.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -218,20 +219,10 @@ void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W
 #endif  // SL_X86
 
 /* EAGER_CORE_CPU_ISA set to anything but "avx512" turns the kernel off (read once): callers then
- * take F.linear, as on a CPU without AVX-512; same switch as the entropy gate's. */
-bool isa_capped() {
-  const char* cap = std::getenv("EAGER_CORE_CPU_ISA");
-  return cap != nullptr && *cap != '\0' && std::strcmp(cap, "avx512") != 0;
-}
-
+ * take F.linear, as on a CPU without AVX-512 (cpu_features.h). */
 bool supported_bf16() {
 #ifdef SL_X86
-  static const bool ok = [] {
-    if (isa_capped()) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512bf16");
-  }();
+  static const bool ok = cpu::avx512_bf16();
   return ok;
 #else
   return false;
@@ -249,11 +240,7 @@ void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W, const
 
 bool supported() {
 #ifdef SL_X86
-  static const bool ok = [] {
-    if (isa_capped()) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
+  static const bool ok = cpu::avx512();
   return ok;
 #else
   return false;
