@@ -161,8 +161,14 @@ class LLMEngine:
     # --- the step ---------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one step of every unfinished request; return the outputs of those that changed."""
-        return [request_output(r, self.tokenizer) for r in self.step_requests()]
+        """Run one step of every unfinished request; return the outputs of those that changed.
+
+        The outputs are built under the step lock: an ``abort_request`` from another thread waits
+        until they hold this step's state, so an aborted request never shows up as finished with
+        "abort" (it was emitted that way when the outputs were built after the lock was released).
+        """
+        with self._step_lock:
+            return [request_output(r, self.tokenizer) for r in self.step_requests()]
 
     def step_requests(self) -> list[Request]:
         """``step`` without building outputs: the changed requests themselves (for loops that

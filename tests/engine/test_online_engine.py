@@ -110,6 +110,31 @@ def test_abort_before_admission_and_from_a_callback(tiny_ckpt):
     assert engine.idle_problems() == []
 
 
+def test_an_abort_from_another_thread_waits_until_the_step_has_built_its_outputs(tiny_ckpt, monkeypatch):
+    """The race the threaded test below once hit: step() built its outputs after releasing the step
+    lock, so an abort landing in between showed the request finished with "abort". Here the abort
+    is started exactly then, from inside the output building: it must wait for the step."""
+    from eager_core.engine import llm_engine
+
+    engine = make_llm(tiny_ckpt, 96).llm_engine
+    engine.add_request("r", [5, 6, 7], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+    build, aborter = llm_engine.request_output, []
+
+    def build_during_an_abort(req, tokenizer):
+        if not aborter:
+            aborter.append(threading.Thread(target=engine.abort_request, args=("r",)))
+            aborter[0].start()
+            aborter[0].join(0.3)   # with the lock held by step() it cannot finish yet
+        return build(req, tokenizer)
+
+    monkeypatch.setattr(llm_engine, "request_output", build_during_an_abort)
+    out = engine.step()
+    aborter[0].join(10)
+    assert [o.finished for o in out] == [False] and out[0].outputs[0].finish_reason is None
+    assert not aborter[0].is_alive() and not engine.has_unfinished_requests() and engine.step() == []
+    assert engine.idle_problems() == []
+
+
 def test_add_and_abort_from_other_threads_while_one_thread_steps(tiny_ckpt):
     engine = make_llm(tiny_ckpt, 96).llm_engine
     prompts = prompts_of([4, 7, 5, 9, 3, 8, 6, 10], start=30)
@@ -146,7 +171,8 @@ def test_add_and_abort_from_other_threads_while_one_thread_steps(tiny_ckpt):
     assert not t.is_alive() and not errors
     for rid, (p, sp) in keep.items():
         assert last[rid].finished and [c.token_ids for c in last[rid].outputs] == offline(tiny_ckpt, p, sp), rid
-    assert all(not out.finished or out.outputs[0].finish_reason == "length" for r, out in last.items() if "-x" in r)
+    ended = {r: [c.finish_reason for c in out.outputs] for r, out in last.items() if "-x" in r and out.finished}
+    assert all(reason == "length" for reasons in ended.values() for reason in reasons), ended
     assert engine.idle_problems() == []
 
 
