@@ -15,9 +15,9 @@ On CPU, decode queries read the cache in place through their block tables (the c
 ops/paged_attention.py), and so do prefill chunks: each query of a chunk is one "decode" over its
 causal context (query i of a chunk that ends at position c reads c - n + i + 1 positions), which
 on this CPU beats PyTorch's flash attention (2x at 512 tokens; docs/decode_kernels.md). Otherwise
-the read gathers slots into a padded ``[B, C, kv_heads, head_dim]`` tensor; the gather indices are computed once per step
-(``AttentionMetadata``) and shared by all layers, so the per-layer cost is one indexed copy of the
-context plus the attention itself.
+the read gathers slots into a padded ``[B, C, kv_heads, head_dim]`` tensor; the gather indices are
+computed once per step (``AttentionMetadata``) and shared by all layers, so the per-layer cost is
+one indexed copy of the context plus the attention itself.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Where the int8 weights come from, per linear layer (``<prefix>`` = e.g. ``model.
 
 * ``<prefix>.qweight`` (int8 [N, K]) and ``<prefix>.scales`` ([N, K / group]) in the checkpoint,
   with ``<prefix>.offsets`` (like the scales) for asymmetric groups: taken as they are (a GGUF's
-  Q8_0 tensors, kept by ``tools/convert_gguf.py --keep-q8_0``), never through float. Without ``quantization`` they are dequantized to the model dtype at load.
+  Q8_0 tensors, kept by ``tools/convert_gguf.py --keep-q8_0``), never through float. Without
+  ``quantization`` they are dequantized to the model dtype at load.
 * ``<prefix>.weight`` (float): quantized at load, from the checkpoint's own dtype (before any cast
   to a smaller model dtype), with ``quantize_int8``.
 
