@@ -1,7 +1,7 @@
 /*
  * paged_attention_avx512.h: the decode attention of paged_attention_body.h for head_dim 64 and 128,
  * written with AVX-512 intrinsics. Included once, inside paged_attention_cpu.cpp's AVX-512 region
- * and namespace, after the body (it reuses Args, exp_nonpositive and the body's softmax order).
+ * and namespace, after the body (it reuses Args and the body's softmax_rows).
  *
  * Why: at 32 sequences the auto-vectorised body spent ~400 us per layer call (a quarter of a bf16
  * decode step of the default model), most of it not on arithmetic: every key and value row was
@@ -105,21 +105,7 @@ static void run_tasks_avx512_t(const Args& a, int64_t task_begin, int64_t task_e
         _mm_mask_storeu_ps(scores + g * ctx + p0, static_cast<__mmask8>((1u << n) - 1), s);
       }
     }
-    // Softmax per query head, as the body does it (max-subtracted, exp_nonpositive, one division).
-    for (int64_t g = 0; g < group; ++g) {
-      float* sg = scores + g * ctx;
-      float m = sg[0];
-      for (int64_t p = 1; p < ctx; ++p) m = sg[p] > m ? sg[p] : m;
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t p = 0; p < ctx; ++p) {
-        sg[p] = exp_nonpositive(sg[p] - m);
-        sum += sg[p];
-      }
-      const float inv = 1.0f / sum;
-#pragma omp simd
-      for (int64_t p = 0; p < ctx; ++p) sg[p] *= inv;
-    }
+    softmax_rows(scores, group, ctx);   // the body's softmax
     // Pass 2, GC query heads at a time.
     float* out = a.out + (b * a.heads + kvh * group) * D;
     for (int64_t g0 = 0; g0 < group; g0 += GC) {

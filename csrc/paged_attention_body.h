@@ -26,6 +26,25 @@ static inline float exp_nonpositive(float d) {
   return tiny ? 0.0f : p * scale;
 }
 
+/* Softmax of each of `rows` score rows of length ctx, in place: max-subtracted, like every reference
+ * implementation, then one division per row. Shared by both attention kernels' pass 1 -> pass 2. */
+static inline void softmax_rows(float* scores, int64_t rows, int64_t ctx) {
+  for (int64_t g = 0; g < rows; ++g) {
+    float* sg = scores + g * ctx;
+    float m = sg[0];
+    for (int64_t p = 1; p < ctx; ++p) m = sg[p] > m ? sg[p] : m;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t p = 0; p < ctx; ++p) {
+      sg[p] = exp_nonpositive(sg[p] - m);
+      sum += sg[p];
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int64_t p = 0; p < ctx; ++p) sg[p] *= inv;
+  }
+}
+
 /* Row `offset` of a cache as float32: the row itself, or `buf` holding its widened bf16 values. */
 static inline const float* row_f32(const void* base, int64_t offset, int64_t n, bool bf16, float* buf) {
   if (!bf16) return static_cast<const float*>(base) + offset;
@@ -61,21 +80,7 @@ static void run_tasks_t(const Args& a, int64_t task_begin, int64_t task_end, flo
         scores[g * ctx + p] = s * a.scale;
       }
     }
-    // Softmax per query head (max-subtracted, like every reference implementation).
-    for (int64_t g = 0; g < group; ++g) {
-      float* sg = scores + g * ctx;
-      float m = sg[0];
-      for (int64_t p = 1; p < ctx; ++p) m = sg[p] > m ? sg[p] : m;
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t p = 0; p < ctx; ++p) {
-        sg[p] = exp_nonpositive(sg[p] - m);
-        sum += sg[p];
-      }
-      const float inv = 1.0f / sum;
-#pragma omp simd
-      for (int64_t p = 0; p < ctx; ++p) sg[p] *= inv;
-    }
+    softmax_rows(scores, group, ctx);
     // Pass 2: out = sum_p weight_p * v_p.
     float* out = a.out + (b * a.heads + kvh * group) * D;
     for (int64_t i = 0; i < group * D; ++i) out[i] = 0.0f;
