@@ -63,6 +63,7 @@ class ModelRunner:
         sampled: list[Sequence] = []
         scored: list[tuple[Sequence, int, int]] = []
         prefills: list[PrefillChunk] = []
+        paged_prefill = use_paged_prefill(self.device, self.kv_pool.kv.dtype, self.kv_pool.kv.shape[-1])
         for idx, item in enumerate(items):
             seq, n, start = item.seq, item.n, item.seq.num_computed
             offset = len(input_ids)
@@ -70,7 +71,12 @@ class ModelRunner:
             positions += range(start, start + n)
             slot_mapping += item.slots
             if idx >= num_decode:
-                prefills.append(PrefillChunk(offset, n, start + n, self._slots_of(seq.block_table, start + n).to(self.device)))
+                chunk = PrefillChunk(offset, n, start + n, self._slots_of(seq.block_table, start + n).to(self.device))
+                if paged_prefill:   # once per step, not per layer: each query's table row and context length
+                    table = torch.tensor(seq.block_table[:-(-(start + n) // self.block_size)], dtype=torch.long)
+                    chunk.kernel_tables = table.expand(n, -1).contiguous()
+                    chunk.kernel_lens = torch.arange(start + 1, start + n + 1)
+                prefills.append(chunk)
             req = seq.request
             if req.wants_prompt_rows and seq.branch_id == 0 and start + n > req.prompt_positions_scored:
                 first = max(start, req.prompt_positions_scored)   # a recompute does not repeat them
@@ -98,7 +104,7 @@ class ModelRunner:
             return StepLogits(logits, sampled, [])
         meta = AttentionMetadata(slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=self.device),
                                  num_decode=num_decode, prefills=prefills)
-        if prefills and use_paged_prefill(self.device, self.kv_pool.kv.dtype, self.kv_pool.kv.shape[-1]):
+        if prefills and paged_prefill:
             meta.paged_kernel, meta.block_size = True, self.block_size
         if num_decode:
             decoding = [it.seq for it in items[:num_decode]]

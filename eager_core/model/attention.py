@@ -38,6 +38,10 @@ class PrefillChunk:
     num_tokens: int
     context_len: int              # tokens in the cache after this step, chunk included
     context_slots: torch.Tensor   # [context_len] slot of every context position
+    # For the paged kernel (AttentionMetadata.paged_kernel), built once per step by the runner:
+    # query i's block table row [num_tokens, blocks] and context length (context_len - num_tokens + i + 1).
+    kernel_tables: torch.Tensor | None = None
+    kernel_lens: torch.Tensor | None = None
 
 
 @dataclass
@@ -128,9 +132,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
 def _chunk_through_kernel(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, chunk: PrefillChunk,
                           block_size: int, scale: float) -> torch.Tensor:
     """A prefill chunk's attention [n, heads, hd] by the decode kernel: query i is a decode over the
-    first c - n + i + 1 positions, all through the sequence's block table (read back from the
-    chunk's slots: slot p = table[p // block_size] * block_size + p % block_size)."""
-    n, c = chunk.num_tokens, chunk.context_len
-    table = torch.div(chunk.context_slots[::block_size], block_size, rounding_mode="floor")
-    lens = torch.arange(c - n + 1, c + 1, device=q.device)
-    return paged_decode_attention(q, k_cache, v_cache, table.expand(n, -1), lens, block_size, scale)
+    first c - n + i + 1 positions, all through the sequence's block table (``chunk.kernel_tables``)."""
+    if chunk.kernel_tables is None or chunk.kernel_lens is None:
+        raise ValueError("paged_kernel prefill needs the chunk's kernel_tables and kernel_lens (set by the runner)")
+    return paged_decode_attention(q, k_cache, v_cache, chunk.kernel_tables, chunk.kernel_lens, block_size, scale)

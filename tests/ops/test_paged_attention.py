@@ -123,7 +123,12 @@ def test_prefill_chunks_through_the_kernel_equal_sdpa(dtype, head_dim, monkeypat
 
     # token 0: a decode of sequence 0 at 9 positions; then 13 fresh tokens of sequence 1; then the
     # last 6 of 22 positions of sequence 2 (16 cached).
-    chunks = [PrefillChunk(1, 13, 13, slots(tables[1], 13)), PrefillChunk(14, 6, 22, slots(tables[2], 22))]
+    def chunk(start, n, c, table):   # as the runner builds it: slots, and per query its table row and length
+        blocks = table[:-(-c // bs)]
+        return PrefillChunk(start, n, c, slots(table, c), blocks.expand(n, -1).contiguous(),
+                            torch.arange(c - n + 1, c + 1))
+
+    chunks = [chunk(1, 13, 13, tables[1]), chunk(14, 6, 22, tables[2])]
     q = torch.randn(20, heads, head_dim, generator=g).to(dtype)
     base = dict(slot_mapping=torch.zeros(20, dtype=torch.long), num_decode=1, decode_tables=tables[0][None],
                 decode_context_lens=torch.tensor([9]), block_size=bs, prefills=chunks)
