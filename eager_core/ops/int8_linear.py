@@ -150,13 +150,6 @@ def _asymmetric(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return q, scales, offsets
 
 
-def _squared_error(w: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor | None) -> float:
-    deq = q.float() * scales[..., None]
-    if offsets is not None:
-        deq += offsets[..., None]
-    return (deq - w).square().sum(dtype=torch.float64).item()
-
-
 # Rows quantized at a time: bounds the float temporaries (an LM head is 28 M weights) to ~4 MB each.
 _CHUNK_WEIGHTS = 1 << 20
 
@@ -189,8 +182,9 @@ def quantize_int8(weight: torch.Tensor, group_size: int | None = DEFAULT_GROUP_S
         for form in forms:
             got = _asymmetric(w) if form else _symmetric(w)
             parts[form].append(got)
-            if len(forms) > 1:
-                error[form] += _squared_error(w, *got) if form else _squared_error(w, *got, None)
+            if len(forms) > 1 and w.numel():   # this block's error, through the holder's own dequantize
+                deq = Int8Weight(got[0].reshape(-1, k), *got[1:]).dequantize().view_as(w)
+                error[form] += (deq - w).square().sum(dtype=torch.float64).item()
     form = forms[0] if len(forms) == 1 else error[True] * ASYMMETRIC_GAIN <= error[False]
     cols = [torch.cat(c) for c in zip(*parts[form])]
     return Int8Weight(cols[0].view(n, k), *cols[1:])
