@@ -30,6 +30,12 @@ namespace int8_linear {
 /* Most rows of x the kernel takes; more rows go to dequantize + BLAS (eager_core/ops/int8_linear.py). */
 constexpr int64_t kMaxRows = 64;
 
+/* Weight rows ahead that the kernels prefetch (one line per 64 bytes of a row, into L1). At one row
+ * of x a core streams a row in a few hundred cycles, too fast for 4 rows (~2 KB at K = 576) to hide
+ * DRAM latency: 16 rows (~9 KB) took one core from ~21 to ~26 GB/s of weights (7.4 -> 5.8 ms for a
+ * SmolLM2-135M step's matmuls, 1 thread) and left 8 and 32 rows unchanged (docs/decode_kernels.md). */
+constexpr int64_t kPrefetchRows = 16;
+
 /* Columns [n_begin, n_end) of y [M, N] (row stride ldy) = x [M, K] @ dequant(W)^T + bias (may be
  * null). x, W dense row-major, M <= kMaxRows, group == K or group % 16 == 0 and K % group == 0;
  * offsets null or (group % 16 == 0). */

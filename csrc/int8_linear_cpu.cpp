@@ -20,10 +20,6 @@
 #include <immintrin.h>
 #endif
 
-#ifndef I8_AHEAD
-#define I8_AHEAD 4  // weight rows ahead to prefetch (int8 rows are short: 4 rows ~ 2 KB at K = 576)
-#endif
-
 namespace eager_core {
 namespace int8_linear {
 namespace {
@@ -86,8 +82,8 @@ void block512(const float* x, int64_t K, const int8_t* W, const float* S, const 
       __m512 w[NR];
       for (int r = 0; r < NR; ++r) {
         const int8_t* p = W + (n + r) * K + k;
-        // One prefetch per 64-byte line of the row I8_AHEAD rows down: its latency hides behind this row.
-        if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + I8_AHEAD * K), _MM_HINT_T0);
+        // One prefetch per 64-byte line of the row kPrefetchRows rows down: its latency hides behind this row.
+        if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchRows * K), _MM_HINT_T0);
         w[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
         if (GROUPED) w[r] = _mm512_fmadd_ps(w[r], sv[r], zv[r]);
       }
@@ -197,7 +193,7 @@ void block256(const float* x, int64_t K, const int8_t* W, const float* S, const 
       __m256 w[NR];
       for (int r = 0; r < NR; ++r) {
         const int8_t* p = W + (n + r) * K + k;
-        if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + I8_AHEAD * K), _MM_HINT_T0);
+        if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchRows * K), _MM_HINT_T0);
         w[r] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
         if (GROUPED) w[r] = _mm256_fmadd_ps(w[r], sv[r], zv[r]);
       }

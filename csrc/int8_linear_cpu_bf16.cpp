@@ -19,10 +19,6 @@
 #include <immintrin.h>
 #endif
 
-#ifndef I8_AHEAD
-#define I8_AHEAD 4
-#endif
-
 namespace eager_core {
 namespace int8_linear {
 
@@ -64,7 +60,7 @@ void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, c
       __m512bh w[NR];
       for (int r = 0; r < NR; ++r) {
         const int8_t* p = W + (n + r) * K + k;
-        if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + I8_AHEAD * K), _MM_HINT_T0);
+        if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchRows * K), _MM_HINT_T0);
         w[r] = widen32<GROUPED>(p, sv[r], zv[r]);
       }
       for (int j = 0; j < MB; ++j) {

@@ -16,8 +16,11 @@
 #include <cstdlib>
 #include <cstring>
 
+// Weight rows ahead to prefetch. 2 fell inside the block itself at NR = 2..4 rows per block, so at
+// 8 rows of x (n8 decode) the next block's lines arrived late: 8 rows ahead took the bfloat16 kernel
+// from ~15 to ~22 GB/s of weights there (1 thread, tools/bench_int8.py --kernels).
 #ifndef SL_AHEAD
-#define SL_AHEAD 2
+#define SL_AHEAD 8
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
