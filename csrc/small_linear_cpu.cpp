@@ -16,11 +16,10 @@
 #include <cstdlib>
 #include <cstring>
 
-// Weight rows ahead to prefetch. 2 fell inside the block itself at NR = 2..4 rows per block, so at
-// 8 rows of x (n8 decode) the next block's lines arrived late: 8 rows ahead took the bfloat16 kernel
-// from ~15 to ~22 GB/s of weights there (1 thread, tools/bench_int8.py --kernels).
+// Weight rows ahead to prefetch (docs/decode_kernels.md). The bfloat16 kernel looks further ahead
+// at 4+ rows of x: see block_bf16.
 #ifndef SL_AHEAD
-#define SL_AHEAD 8
+#define SL_AHEAD 2
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -149,6 +148,9 @@ void block_bf16(const uint16_t* x, int64_t K, const uint16_t* W, const uint16_t*
   // U independent accumulators per (row, x row) for few x rows: one chain of dot products per row
   // would wait on vdpbf16ps's latency instead of on memory (measured: 31 -> 4x GB/s at M = 1).
   constexpr int U = MB <= 2 ? 2 : 1;
+  // 8 rows ahead from 4 rows of x up: at 8 rows (n8 decode) the prefetch 2 rows ahead came too late
+  // (15 -> 22 GB/s on one core, ~9% at 2 threads); at 1 row 8 ahead was ~5% slower than 2.
+  constexpr int64_t kAhead = MB >= 4 ? 8 : SL_AHEAD;
   __m512 acc[U][NR][MB];
   for (int u = 0; u < U; ++u)
     for (int r = 0; r < NR; ++r)
@@ -159,7 +161,7 @@ void block_bf16(const uint16_t* x, int64_t K, const uint16_t* W, const uint16_t*
       const int64_t ku = k + 32 * u;
       __m512bh w[NR];
       for (int r = 0; r < NR; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(W + (n + r + SL_AHEAD) * K + ku), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(W + (n + r + kAhead) * K + ku), _MM_HINT_T0);
         w[r] = (__m512bh)_mm512_loadu_si512(W + (n + r) * K + ku);
       }
       for (int j = 0; j < MB; ++j) {
