@@ -11,6 +11,7 @@
  */
 #include "int8_linear.h"
 #include "cpu_features.h"
+#include "row_blocks.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -113,20 +114,9 @@ void block512(const float* x, int64_t K, const int8_t* W, const float* S, const 
 template <int NR, bool GROUPED>
 void rows_of512(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                 const float* bias, float* y, int64_t ldy, int64_t n) {
-  for (int64_t m0 = 0; m0 < M; m0 += 8) {
-    const float* xb = x + m0 * K;
-    float* yb = y + m0 * ldy;
-    switch (M - m0 >= 8 ? 8 : M - m0) {
-      case 1: block512<1, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 2: block512<2, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 3: block512<3, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 4: block512<4, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 5: block512<5, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 6: block512<6, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 7: block512<7, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      default: block512<8, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-    }
-  }
+  for_row_blocks<8>(M, [&](auto mb, int64_t m0) {
+    block512<decltype(mb)::value, NR, GROUPED>(x + m0 * K, K, W, S, Z, group, bias, y + m0 * ldy, ldy, n);
+  });
 }
 
 template <bool GROUPED>
@@ -218,16 +208,9 @@ void block256(const float* x, int64_t K, const int8_t* W, const float* S, const 
 template <int NR, bool GROUPED>
 void rows_of256(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
                 const float* bias, float* y, int64_t ldy, int64_t n) {
-  for (int64_t m0 = 0; m0 < M; m0 += 4) {
-    const float* xb = x + m0 * K;
-    float* yb = y + m0 * ldy;
-    switch (M - m0 >= 4 ? 4 : M - m0) {
-      case 1: block256<1, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 2: block256<2, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 3: block256<3, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      default: block256<4, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-    }
-  }
+  for_row_blocks<4>(M, [&](auto mb, int64_t m0) {
+    block256<decltype(mb)::value, NR, GROUPED>(x + m0 * K, K, W, S, Z, group, bias, y + m0 * ldy, ldy, n);
+  });
 }
 
 template <bool GROUPED>

@@ -13,6 +13,7 @@
 
 #include "int8_linear.h"
 #include "cpu_features.h"
+#include "row_blocks.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define I8B_X86 1
@@ -79,20 +80,9 @@ void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, c
 template <int NR, bool GROUPED>
 void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z,
                   int64_t group, const float* bias, float* y, int64_t ldy, int64_t n) {
-  for (int64_t m0 = 0; m0 < M; m0 += 8) {
-    const uint16_t* xb = x + m0 * K;
-    float* yb = y + m0 * ldy;
-    switch (M - m0 >= 8 ? 8 : M - m0) {
-      case 1: block_bf16<1, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 2: block_bf16<2, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 3: block_bf16<3, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 4: block_bf16<4, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 5: block_bf16<5, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 6: block_bf16<6, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      case 7: block_bf16<7, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-      default: block_bf16<8, NR, GROUPED>(xb, K, W, S, Z, group, bias, yb, ldy, n); break;
-    }
-  }
+  for_row_blocks<8>(M, [&](auto mb, int64_t m0) {
+    block_bf16<decltype(mb)::value, NR, GROUPED>(x + m0 * K, K, W, S, Z, group, bias, y + m0 * ldy, ldy, n);
+  });
 }
 
 template <bool GROUPED>

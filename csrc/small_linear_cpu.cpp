@@ -11,6 +11,7 @@
  * 2 threads, AMD EPYC; float32 reads twice the bytes per FMA and was at ~52 GB/s either way).
  */
 #include "small_linear.h"
+#include "row_blocks.h"
 #include "cpu_features.h"
 
 #include <cstdlib>
@@ -84,20 +85,9 @@ void block(const float* x, int64_t K, const float* W, const float* bias, float* 
 template <int NR>
 void rows_of(const float* x, int64_t M, int64_t K, const float* W, const float* bias, float* y, int64_t ldy,
              int64_t n) {
-  for (int64_t m0 = 0; m0 < M; m0 += 8) {
-    const float* xb = x + m0 * K;
-    float* yb = y + m0 * ldy;
-    switch (M - m0 >= 8 ? 8 : M - m0) {
-      case 1: block<1, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 2: block<2, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 3: block<3, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 4: block<4, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 5: block<5, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 6: block<6, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 7: block<7, NR>(xb, K, W, bias, yb, ldy, n); break;
-      default: block<8, NR>(xb, K, W, bias, yb, ldy, n); break;
-    }
-  }
+  for_row_blocks<8>(M, [&](auto mb, int64_t m0) {
+    block<decltype(mb)::value, NR>(x + m0 * K, K, W, bias, y + m0 * ldy, ldy, n);
+  });
 }
 
 }  // namespace
@@ -192,20 +182,9 @@ void block_bf16(const uint16_t* x, int64_t K, const uint16_t* W, const uint16_t*
 template <int NR>
 void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* W, const uint16_t* bias, uint16_t* y,
                   int64_t ldy, int64_t n) {
-  for (int64_t m0 = 0; m0 < M; m0 += 8) {
-    const uint16_t* xb = x + m0 * K;
-    uint16_t* yb = y + m0 * ldy;
-    switch (M - m0 >= 8 ? 8 : M - m0) {
-      case 1: block_bf16<1, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 2: block_bf16<2, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 3: block_bf16<3, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 4: block_bf16<4, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 5: block_bf16<5, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 6: block_bf16<6, NR>(xb, K, W, bias, yb, ldy, n); break;
-      case 7: block_bf16<7, NR>(xb, K, W, bias, yb, ldy, n); break;
-      default: block_bf16<8, NR>(xb, K, W, bias, yb, ldy, n); break;
-    }
-  }
+  for_row_blocks<8>(M, [&](auto mb, int64_t m0) {
+    block_bf16<decltype(mb)::value, NR>(x + m0 * K, K, W, bias, y + m0 * ldy, ldy, n);
+  });
 }
 
 }  // namespace
