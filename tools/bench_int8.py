@@ -3,6 +3,7 @@
 
     python tools/bench_int8.py                              # workloads a,b,c; 4 configurations; 128 new tokens
     python tools/bench_int8.py --workloads a --repeats 3 --threads 2 --json int8.json
+    python tools/bench_int8.py --workloads a --configs bfloat16,int8-bf16 --rounds 5   # x bf16, drift-proof
     python tools/bench_int8.py --kernels --threads 2       # one decode step's matmuls alone, 1/8/32 rows
 
 Configurations: float32, bfloat16, int8 (int8 weights, float32 activations and KV cache) and
@@ -12,6 +13,12 @@ measurement runs in its own process (tools/bench_runners.py), best of --repeats;
 decode window over pure decode steps, `x bf16` its ratio to the bfloat16 row of the same workload
 (> 1: faster). `load` is the 1-minute load average at the end of the measurement: on the 2-core
 reference machine, rows measured above ~2 were disturbed by other processes.
+
+--rounds N runs the configurations N times in turn (bf16, int8, bf16, int8, ...), each time in a
+fresh process, and reports each configuration's median round: this machine's memory bandwidth moves
+by up to ~1.4x from one minute (and one process) to the next, so one process per configuration,
+run one after the other, can put a ratio anywhere from 1.3 to 1.8. `x bf16` is then the ratio of
+the medians; the per-round ratios (each configuration against the bfloat16 run next to it) follow.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {','.join(CONFIGS)}")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the configurations this many times in turn, each in a fresh process; report the "
+                        "median round (default 1)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per measurement (default 2)")
     p.add_argument("--kernels", action="store_true",
                    help="instead: time one decode step's matmuls alone (SmolLM2-135M shapes, random weights) "
@@ -66,6 +76,36 @@ def row(workload: str, config: str, res: dict[str, Any]) -> dict[str, Any]:
                 weight_mb=res["weight_bytes"] / 1e6, load=res.get("load_avg"), threads=res.get("threads"))
 
 
+def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (workload, config): the round with the median ms/step (the lower of the two middle
+    ones for an even count, so it is a real measurement), with ``rounds`` and the ms/step range added."""
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rows in rounds:
+        for r in rows:
+            by_key.setdefault((r["workload"], r["config"]), []).append(r)
+    out = []
+    for got in by_key.values():
+        timed = sorted((r for r in got if r["ms_step"]), key=lambda r: r["ms_step"])
+        pick = dict(timed[(len(timed) - 1) // 2] if timed else got[0])
+        pick.update(rounds=len(got), ms_step_min=timed[0]["ms_step"] if timed else None,
+                    ms_step_max=timed[-1]["ms_step"] if timed else None)
+        out.append(pick)
+    return out
+
+
+def paired_ratios(rounds: list[list[dict[str, Any]]], ref: str = "bfloat16") -> dict[tuple[str, str], list[float]]:
+    """Per (workload, config): ref's ms/step over the config's, round by round (the two ran minutes
+    apart at most), for every round where both were measured."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for rows in rounds:
+        refs = {r["workload"]: r for r in rows if r["config"] == ref and r["ms_step"]}
+        for r in rows:
+            o = refs.get(r["workload"])
+            if r["config"] != ref and o is not None and r["ms_step"]:
+                out.setdefault((r["workload"], r["config"]), []).append(o["ms_step"] / r["ms_step"])
+    return out
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = ["| workload | config | tokens | wall s | tok/s | ms/step | x bf16 | x f32 | weights MB | load |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -76,6 +116,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             o = same.get(ref)
             return f"{o['ms_step'] / r['ms_step']:.2f}" if o and o["ms_step"] and r["ms_step"] else "-"
         ms = f"{r['ms_step']:.2f}" if r["ms_step"] else "-"
+        if r.get("rounds", 1) > 1 and r.get("ms_step_min") is not None:
+            ms += f" ({r['ms_step_min']:.2f}-{r['ms_step_max']:.2f}, {r['rounds']} rounds)"
         load = f"{r['load']:.2f}" if r["load"] is not None else "?"
         lines.append(f"| {r['workload']} | {r['config']} | {r['tokens']} | {r['wall_s']:.2f} | {r['tok_s']:.1f} | "
                      f"{ms} | {ratio('bfloat16')} | {ratio('float32')} | {r['weight_mb']:.0f} | {load} |")
@@ -145,26 +187,36 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--workloads {args.workloads!r}: expected a subset of a,b,c")
     if not configs or any(c not in CONFIGS for c in configs):
         raise ConfigError(f"--configs {args.configs!r}: expected a subset of {','.join(CONFIGS)}")
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds {args.rounds}: expected at least 1")
     if args.ckpt is None:
         from eager_core.io.default_model import default_checkpoint
         args.ckpt = str(default_checkpoint())
     max_pos = read_config(Path(args.ckpt)).get("max_position_embeddings", 2048)
-    rows: list[dict[str, Any]] = []
-    for name in workloads:
-        wl = build(name, Path(args.ckpt), args.max_tokens, max_pos, 32, 16)
-        for config in configs:
-            dtype, quant = CONFIGS[config]
-            print(f"({name}) {DESCRIPTIONS[name]}: {config} ...", file=sys.stderr, flush=True)
-            spec = dict(engine="eager_core", workload=wl.to_dict(), ckpt=args.ckpt, dtype=dtype, device="cpu",
-                        repeats=args.repeats, num_kv_blocks=None, threads=args.threads, quantization=quant)
-            res = run_child(spec)
-            if res is None:
-                print(f"({name}) {config} failed (see its error output above)", file=sys.stderr)
-                continue
-            rows.append(row(name, config, res))
-            if args.json:
-                Path(args.json).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    print(format_rows(rows))
+    rounds: list[list[dict[str, Any]]] = []
+    for k in range(args.rounds):
+        rows: list[dict[str, Any]] = []
+        rounds.append(rows)
+        for name in workloads:
+            wl = build(name, Path(args.ckpt), args.max_tokens, max_pos, 32, 16)
+            for config in configs:
+                dtype, quant = CONFIGS[config]
+                tag = f" (round {k + 1} of {args.rounds})" if args.rounds > 1 else ""
+                print(f"({name}) {DESCRIPTIONS[name]}: {config}{tag} ...", file=sys.stderr, flush=True)
+                spec = dict(engine="eager_core", workload=wl.to_dict(), ckpt=args.ckpt, dtype=dtype, device="cpu",
+                            repeats=args.repeats, num_kv_blocks=None, threads=args.threads, quantization=quant)
+                res = run_child(spec)
+                if res is None:
+                    print(f"({name}) {config} failed (see its error output above)", file=sys.stderr)
+                    continue
+                rows.append(row(name, config, res))
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(rounds=rounds, rows=median_rows(rounds)), indent=1) + "\n",
+                                       encoding="utf-8")
+    print(format_rows(median_rows(rounds)))
+    if args.rounds > 1:
+        for (name, config), ratios in paired_ratios(rounds).items():
+            print(f"({name}) {config} x bfloat16 per round: " + " ".join(f"{x:.2f}" for x in ratios))
     return 0
 
 
