@@ -4,7 +4,8 @@
 #   2. engine on CUDA: greedy tokens vs CPU (with and without CUDA graphs), EAGer trees, decode speed
 #      vs transformers, bandwidth;
 #   3. the CUDA tests of the suite (they skip without a GPU; here EAGER_CORE_REQUIRE_CUDA=1 makes a build
-#      without the CUDA kernel fail them): decode graphs, NaN isolation, the entropy kernel, EAGer on CUDA;
+#      without the CUDA kernel fail them): decode graphs, NaN isolation, the entropy kernel, EAGer on CUDA,
+#      the weight-only int8 kernel and an int8 model on CUDA against CPU;
 #   4. the fused entropy kernel: correctness vs float64 and speed vs the PyTorch reference.
 # Every stage runs even if an earlier one failed. On the device tool:
 #   run(command="sh tools/gpu_check.sh", timeout_s=540)
@@ -27,7 +28,7 @@ python3 tools/gpu_check.py --json "$OUT/gpu_check.json" 2>&1 | grep -v Warning |
 stamp "gpu_check done"
 EAGER_CORE_REQUIRE_CUDA=1 python3 -m pytest -q -rs -p no:cacheprovider tests/engine/test_decode_graphs.py \
   tests/engine/test_cuda_decode.py tests/engine/test_nan_isolation.py tests/ops/test_entropy_cuda.py \
-  tests/eager/test_eager_cuda.py > "$OUT/pytest.log" 2>&1
+  tests/eager/test_eager_cuda.py tests/ops/test_int8_cuda.py > "$OUT/pytest.log" 2>&1
 grep -E "^(FAILED|ERROR|SKIPPED)" "$OUT/pytest.log" | head -20; tail -1 "$OUT/pytest.log"; stamp "pytest done"
 python3 tools/device_check_entropy.py --out "$OUT" > "$OUT/entropy.log" 2>&1
 grep -E "^FAIL|correctness:|copy|B=|wrote" "$OUT/entropy.log" | tail -n 40
