@@ -44,14 +44,18 @@ template <typename T> inline float f32(T v) { return static_cast<float>(v); }
 template <typename T> inline T round_to(float v) { return static_cast<T>(v); }
 
 /* One linear weight of a layer: the model dtype (small_linear), or weight-only int8 values with
- * float32 scales and offsets per group (int8_linear's rows; output in float32, then rounded once, as
+ * float16 scales and offsets per group (int8_linear's rows; output in float32, then rounded once, as
  * its op does). */
 struct Weight {
   const at::Tensor* w;        // float weight, or int8 values
   const at::Tensor* scales;   // nullptr for a float weight
   const at::Tensor* offsets;  // int8: shaped like the scales, or empty (symmetric groups)
   int64_t rows() const { return w->size(0); }
-  const float* offset_ptr() const { return offsets->numel() > 0 ? offsets->data_ptr<float>() : nullptr; }
+  using f16 = int8_linear::f16;
+  const f16* scale_ptr() const { return reinterpret_cast<const f16*>(scales->data_ptr<at::Half>()); }
+  const f16* offset_ptr() const {
+    return offsets->numel() > 0 ? reinterpret_cast<const f16*>(offsets->data_ptr<at::Half>()) : nullptr;
+  }
 };
 
 /* Where a layer's tensors sit in the op's list: input norm, qkv, o, post norm, gate_up, down, each
@@ -73,7 +77,7 @@ void int8_columns(const T* x, const std::vector<float>& x32, int64_t M, int64_t 
                   int64_t ldy, int64_t n0, int64_t n1) {
   const int64_t group = K / W.scales->size(1);
   const int8_t* q = W.w->data_ptr<int8_t>();
-  const float *sc = W.scales->data_ptr<float>(), *z = W.offset_ptr();
+  const int8_linear::f16 *sc = W.scale_ptr(), *z = W.offset_ptr();
   if constexpr (std::is_same_v<T, float>) {
     int8_linear::rows(x, M, K, q, sc, z, group, nullptr, y32, ldy, n0, n1);
   } else {
@@ -281,13 +285,13 @@ at::Tensor decode_layers_cpu(const at::Tensor& x, at::TensorList weights, const 
                   "] ", i8 ? "int8" : "in x's dtype", ", got ", t.scalar_type(), " ", t.sizes());
       if (i8) {
         const at::Tensor &sc = *lin[k].scales, &z = *lin[k].offsets;
-        TORCH_CHECK(sc.scalar_type() == at::kFloat && sc.is_contiguous() && sc.dim() == 2 &&
+        TORCH_CHECK(sc.scalar_type() == at::kHalf && sc.is_contiguous() && sc.dim() == 2 &&
                         sc.size(0) == t.size(0) && sc.size(1) >= 1 && t.size(1) % sc.size(1) == 0 &&
                         (sc.size(1) == 1 || (t.size(1) / sc.size(1)) % 16 == 0),
-                    "decode_layers: layer ", l, " scales ", k, " must be float32 [N, groups], groups of 16k");
-        TORCH_CHECK(z.numel() == 0 || (z.scalar_type() == at::kFloat && z.is_contiguous() &&
+                    "decode_layers: layer ", l, " scales ", k, " must be float16 [N, groups], groups of 16k");
+        TORCH_CHECK(z.numel() == 0 || (z.scalar_type() == at::kHalf && z.is_contiguous() &&
                                        z.sizes() == sc.sizes() && (t.size(1) / sc.size(1)) % 16 == 0),
-                    "decode_layers: layer ", l, " offsets ", k, " must be empty or float32 shaped like the scales");
+                    "decode_layers: layer ", l, " offsets ", k, " must be empty or float16 shaped like the scales");
       }
     }
   }

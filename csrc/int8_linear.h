@@ -1,5 +1,5 @@
 /*
- * int8_linear.h: y = x (q * s)^T + b with int8 weights q [N, K] and float32 scales s, for few rows
+ * int8_linear.h: y = x (q * s)^T + b with int8 weights q [N, K] and float16 scales s, for few rows
  * of x (a decode step). Weight-only quantization: x, y and b stay float (bf16/f16 models widen x to
  * float32 in the binding and round y once at the end), so the only error is the weights' own.
  *
@@ -12,10 +12,15 @@
  * multiple of 16 (one scale per 16-lane vector, multiplied into the weights before the FMAs).
  *
  * Offsets (optional, nullptr for none): offsets [N, K / group] like scales, weight = q * s + z (an
- * asymmetric group: 256 levels from its minimum to its maximum). The widened weights take one FMA
- * instead of the multiply, so the offset is free in the inner loop; it needs the grouped layout
- * (group % 16 == 0, group == K included). Why: weights that already sit on a 4-bit grid (llama.cpp's
- * Q4_1, the default checkpoint) land exactly on this one, since 255 = 15 * 17 (model/quantized.py).
+ * asymmetric group: 256 levels from its minimum to its maximum, or a 4-bit format's grid). The widened
+ * weights take one FMA instead of the multiply, so the offset is free in the inner loop; it needs the
+ * grouped layout (group % 16 == 0, group == K included). Why: weights that already sit on a 4-bit grid
+ * (llama.cpp's Q4_1, the default checkpoint) are then held exactly (eager_core/ops/int8_linear.py).
+ *
+ * Scales and offsets are float16 (raw bits, uint16_t), as in llama.cpp's Q8_0: 36 bytes per 32 weights
+ * instead of 40 with float32, and q * s is exact in float32, so fma(q, s, z) rounds once, like the
+ * reference. The vector kernels widen them with F16C's vcvtph2ps (every AVX2+FMA and AVX-512 CPU has
+ * it); the baseline with half_to_float below.
  *
  * No torch header here: the kernels are compiled under target pragmas (see small_linear.h).
  */
@@ -26,6 +31,26 @@
 
 namespace eager_core {
 namespace int8_linear {
+
+/* The raw bits of an IEEE float16: the type of scales and offsets (torch's at::Half, without the header). */
+using f16 = uint16_t;
+
+/* IEEE float16 bits -> float32, exactly (subnormals, infinities and NaN included): the portable
+ * kernel's widening of a scale or offset. */
+inline float half_to_float(f16 h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {  // zero or subnormal: man * 2^-24, exact in float32
+    const float f = static_cast<float>(man) * 5.9604644775390625e-8f;
+    __builtin_memcpy(&bits, &f, sizeof bits);
+    bits |= sign;
+  } else {
+    bits = sign | (exp == 31 ? 0x7f800000u : (exp + 112u) << 23) | (man << 13);
+  }
+  float out;
+  __builtin_memcpy(&out, &bits, sizeof out);
+  return out;
+}
 
 /* Most rows of x the kernel takes; more rows go to dequantize + BLAS (eager_core/ops/int8_linear.py). */
 constexpr int64_t kMaxRows = 64;
@@ -39,7 +64,7 @@ constexpr int64_t kPrefetchRows = 16;
 /* Columns [n_begin, n_end) of y [M, N] (row stride ldy) = x [M, K] @ dequant(W)^T + bias (may be
  * null). x, W dense row-major, M <= kMaxRows, group == K or group % 16 == 0 and K % group == 0;
  * offsets null or (group % 16 == 0). */
-void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* scales, const f16* offsets,
           int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
 
 /* The implementation rows() runs, chosen once from the CPU and EAGER_CORE_CPU_ISA:
@@ -53,7 +78,7 @@ const char* isa_name();
  * of rows() at 8+ rows. Needs rows_bf16_supported(), K % 32 == 0, and group == K or group % 32 == 0;
  * y is float32. */
 bool rows_bf16_supported();
-void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const f16* scales, const f16* offsets,
                int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
 
 }  // namespace int8_linear

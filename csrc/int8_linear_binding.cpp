@@ -36,10 +36,15 @@ std::vector<float> widen(const at::Tensor& t) {
   return out;
 }
 
+/* A float16 tensor's data as raw bits, the kernels' view of scales and offsets. */
+inline const int8_linear::f16* half_bits(const at::Tensor& t) {
+  return reinterpret_cast<const int8_linear::f16*>(t.data_ptr<at::Half>());
+}
+
 /* The checked operands of one call, with float32 staging for bf16 / f16 x and bias. */
 struct Operands {
   at::Tensor x, bias;  // x as [M, K], contiguous
-  const float* offsets;  // [N, groups] like the scales, or nullptr (symmetric)
+  const int8_linear::f16* offsets;  // float16 bits [N, groups] like the scales, or nullptr (symmetric)
   at::ScalarType st;
   int64_t M, N, K, group;
   bool dot_bf16;        // bfloat16 x on an AVX512-BF16 CPU: read as it is (int8_linear_cpu_bf16.cpp)
@@ -55,20 +60,20 @@ Operands prepare(const char* op, const at::Tensor& x_in, const at::Tensor& qweig
   TORCH_CHECK(qweight.scalar_type() == at::kChar && qweight.dim() == 2 && qweight.is_contiguous(), op,
               ": qweight must be a contiguous int8 [N, K]");
   o.N = qweight.size(0), o.K = qweight.size(1);
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.dim() == 2 && scales.is_contiguous() &&
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.is_contiguous() &&
                   scales.size(0) == o.N && scales.size(1) >= 1 && o.K % scales.size(1) == 0,
-              op, ": scales must be a contiguous float32 [N, groups] with groups dividing K = ", o.K, ", got ",
+              op, ": scales must be a contiguous float16 [N, groups] with groups dividing K = ", o.K, ", got ",
               scales.scalar_type(), " ", scales.sizes());
   o.group = o.K / scales.size(1);
   TORCH_CHECK(o.group == o.K || o.group % 16 == 0, op, ": the scale group (", o.group,
               ") must be a multiple of 16 or all of K");
   o.offsets = nullptr;
   if (offsets.has_value()) {
-    TORCH_CHECK(offsets->scalar_type() == at::kFloat && offsets->is_contiguous() && offsets->sizes() == scales.sizes(),
-                op, ": offsets must be a contiguous float32 tensor shaped like the scales ", scales.sizes(), ", got ",
+    TORCH_CHECK(offsets->scalar_type() == at::kHalf && offsets->is_contiguous() && offsets->sizes() == scales.sizes(),
+                op, ": offsets must be a contiguous float16 tensor shaped like the scales ", scales.sizes(), ", got ",
                 offsets->scalar_type(), " ", offsets->sizes());
     TORCH_CHECK(o.group % 16 == 0, op, ": offsets need a scale group that is a multiple of 16, got ", o.group);
-    o.offsets = offsets->data_ptr<float>();
+    o.offsets = half_bits(*offsets);
   }
   TORCH_CHECK(x_in.dim() >= 1 && x_in.size(-1) == o.K, op, ": x's last dimension must be ", o.K, ", got ",
               x_in.sizes());
@@ -94,10 +99,10 @@ void columns(const Operands& o, const at::Tensor& qweight, const at::Tensor& sca
   const float* bp = !o.bias.defined() ? nullptr : o.st == at::kFloat ? o.bias.data_ptr<float>() : o.bw.data();
   if (o.dot_bf16)
     int8_linear::rows_bf16(reinterpret_cast<const uint16_t*>(o.x.data_ptr()), o.M, o.K, qweight.data_ptr<int8_t>(),
-                           scales.data_ptr<float>(), o.offsets, o.group, bp, y, ldy, n0, n1);
+                           half_bits(scales), o.offsets, o.group, bp, y, ldy, n0, n1);
   else
     int8_linear::rows(o.st == at::kFloat ? o.x.data_ptr<float>() : o.xw.data(), o.M, o.K,
-                      qweight.data_ptr<int8_t>(), scales.data_ptr<float>(), o.offsets, o.group, bp, y, ldy, n0, n1);
+                      qweight.data_ptr<int8_t>(), half_bits(scales), o.offsets, o.group, bp, y, ldy, n0, n1);
 }
 
 /* out[m, n] = v, rounded once to out's dtype. */

@@ -26,13 +26,13 @@ namespace int8_linear {
 namespace {
 
 /* Portable kernel: any CPU, and the oracle the vector kernels are tested against (via the op). */
-void rows_baseline(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void rows_baseline(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                    const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   const int64_t ng = K / group;
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int8_t* w = W + n * K;
-    const float* s = S + n * ng;
-    const float* z = Z ? Z + n * ng : nullptr;
+    const f16* s = S + n * ng;
+    const f16* z = Z ? Z + n * ng : nullptr;
     for (int64_t m = 0; m < M; ++m) {
       const float* xr = x + m * K;
       float total = 0.0f;
@@ -42,7 +42,7 @@ void rows_baseline(const float* x, int64_t M, int64_t K, const int8_t* W, const 
           acc += xr[k] * static_cast<float>(w[k]);
           xsum += xr[k];
         }
-        total += acc * s[g] + (z ? xsum * z[g] : 0.0f);
+        total += acc * half_to_float(s[g]) + (z ? xsum * half_to_float(z[g]) : 0.0f);
       }
       y[m * ldy + n] = total + (bias ? bias[n] : 0.0f);
     }
@@ -53,17 +53,17 @@ void rows_baseline(const float* x, int64_t M, int64_t K, const int8_t* W, const 
 
 #ifdef I8_X86
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl")
+#pragma GCC target("avx512f,avx512bw,avx512vl,f16c")
 #endif
 namespace {
 
 /* NR weight rows n.. times MB rows of x. GROUPED: scales per `group` (multiple of 16) multiplied
  * into the widened weights; else one scale per row, applied after the reduction. */
 template <int MB, int NR, bool GROUPED>
-void block512(const float* x, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void block512(const float* x, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
               const float* bias, float* y, int64_t ldy, int64_t n) {
   const int64_t ng = K / group;
   __m512 acc[NR][MB];
@@ -75,8 +75,8 @@ void block512(const float* x, int64_t K, const int8_t* W, const float* S, const 
     if (GROUPED)
       for (int r = 0; r < NR; ++r) {
         const int64_t gi = (n + r) * ng + g0 / group;
-        sv[r] = _mm512_set1_ps(S[gi]);
-        zv[r] = _mm512_set1_ps(Z ? Z[gi] : 0.0f);  // 0: fma(q, s, 0) rounds exactly as q * s
+        sv[r] = _mm512_set1_ps(_cvtsh_ss(S[gi]));
+        zv[r] = _mm512_set1_ps(Z ? _cvtsh_ss(Z[gi]) : 0.0f);  // 0: fma(q, s, 0) rounds exactly as q * s
       }
     const int64_t g1 = g0 + group < full ? g0 + group : full;
     for (int64_t k = g0; k < g1; k += 16) {
@@ -105,14 +105,14 @@ void block512(const float* x, int64_t K, const int8_t* W, const float* S, const 
     }
   }
   for (int r = 0; r < NR; ++r) {
-    const float s = GROUPED ? 1.0f : S[n + r];
+    const float s = GROUPED ? 1.0f : _cvtsh_ss(S[n + r]);
     const float b = bias ? bias[n + r] : 0.0f;
     for (int j = 0; j < MB; ++j) y[j * ldy + n + r] = _mm512_reduce_add_ps(acc[r][j]) * s + b;
   }
 }
 
 template <int NR, bool GROUPED>
-void rows_of512(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void rows_of512(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                 const float* bias, float* y, int64_t ldy, int64_t n) {
   for_row_blocks<8>(M, [&](auto mb, int64_t m0) {
     block512<decltype(mb)::value, NR, GROUPED>(x + m0 * K, K, W, S, Z, group, bias, y + m0 * ldy, ldy, n);
@@ -120,7 +120,7 @@ void rows_of512(const float* x, int64_t M, int64_t K, const int8_t* W, const flo
 }
 
 template <bool GROUPED>
-void rows512_t(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void rows512_t(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   int64_t n = n_begin;
   // One or two rows of x: four weight rows at a time, so more loads and FMA chains are in flight.
@@ -130,7 +130,7 @@ void rows512_t(const float* x, int64_t M, int64_t K, const int8_t* W, const floa
   if (n < n_end) rows_of512<1, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
 }
 
-void rows_avx512(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void rows_avx512(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                  const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   if (group == K && Z == nullptr)
     rows512_t<false>(x, M, K, W, S, Z, K, bias, y, ldy, n_begin, n_end);
@@ -146,10 +146,10 @@ void rows_avx512(const float* x, int64_t M, int64_t K, const int8_t* W, const fl
 #endif
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #endif
 namespace {
 
@@ -163,7 +163,7 @@ inline float hsum256(__m256 v) {
 /* The AVX2 version of block512: 8 lanes, 16 registers (so at most 4 rows of x per block); the
  * K % 8 tail of a per-channel row is summed in scalar code. */
 template <int MB, int NR, bool GROUPED>
-void block256(const float* x, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void block256(const float* x, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
               const float* bias, float* y, int64_t ldy, int64_t n) {
   const int64_t ng = K / group;
   __m256 acc[NR][MB];
@@ -175,8 +175,8 @@ void block256(const float* x, int64_t K, const int8_t* W, const float* S, const 
     if (GROUPED)
       for (int r = 0; r < NR; ++r) {
         const int64_t gi = (n + r) * ng + g0 / group;
-        sv[r] = _mm256_set1_ps(S[gi]);
-        zv[r] = _mm256_set1_ps(Z ? Z[gi] : 0.0f);  // 0: fma(q, s, 0) rounds exactly as q * s
+        sv[r] = _mm256_set1_ps(_cvtsh_ss(S[gi]));
+        zv[r] = _mm256_set1_ps(Z ? _cvtsh_ss(Z[gi]) : 0.0f);  // 0: fma(q, s, 0) rounds exactly as q * s
       }
     const int64_t g1 = g0 + group < full ? g0 + group : full;
     for (int64_t k = g0; k < g1; k += 8) {
@@ -195,7 +195,7 @@ void block256(const float* x, int64_t K, const int8_t* W, const float* S, const 
   }
   for (int r = 0; r < NR; ++r) {
     const int8_t* wr = W + (n + r) * K;
-    const float s = GROUPED ? 1.0f : S[n + r];
+    const float s = GROUPED ? 1.0f : _cvtsh_ss(S[n + r]);
     const float b = bias ? bias[n + r] : 0.0f;
     for (int j = 0; j < MB; ++j) {
       float tail = 0.0f;
@@ -206,7 +206,7 @@ void block256(const float* x, int64_t K, const int8_t* W, const float* S, const 
 }
 
 template <int NR, bool GROUPED>
-void rows_of256(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void rows_of256(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                 const float* bias, float* y, int64_t ldy, int64_t n) {
   for_row_blocks<4>(M, [&](auto mb, int64_t m0) {
     block256<decltype(mb)::value, NR, GROUPED>(x + m0 * K, K, W, S, Z, group, bias, y + m0 * ldy, ldy, n);
@@ -214,14 +214,14 @@ void rows_of256(const float* x, int64_t M, int64_t K, const int8_t* W, const flo
 }
 
 template <bool GROUPED>
-void rows256_t(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void rows256_t(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   int64_t n = n_begin;
   for (; n + 2 <= n_end; n += 2) rows_of256<2, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
   if (n < n_end) rows_of256<1, GROUPED>(x, M, K, W, S, Z, group, bias, y, ldy, n);
 }
 
-void rows_avx2(const float* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void rows_avx2(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   if (group == K && Z == nullptr)
     rows256_t<false>(x, M, K, W, S, Z, K, bias, y, ldy, n_begin, n_end);
@@ -239,9 +239,8 @@ void rows_avx2(const float* x, int64_t M, int64_t K, const int8_t* W, const floa
 
 namespace {
 
-using RowsFn = void (*)(const float*, int64_t, int64_t, const int8_t*, const float*, const float*, int64_t,
-                        const float*,
-                        float*, int64_t, int64_t, int64_t);
+using RowsFn = void (*)(const float*, int64_t, int64_t, const int8_t*, const f16*, const f16*, int64_t,
+                        const float*, float*, int64_t, int64_t, int64_t);
 struct Impl {
   RowsFn rows;
   const char* name;
@@ -264,7 +263,7 @@ const Impl& impl() {
 
 }  // namespace
 
-void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+void rows(const float* x, int64_t M, int64_t K, const int8_t* W, const f16* scales, const f16* offsets,
           int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   impl().rows(x, M, K, W, scales, offsets, group, bias, y, ldy, n_begin, n_end);
 }

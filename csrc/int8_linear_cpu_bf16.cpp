@@ -25,10 +25,10 @@ namespace int8_linear {
 
 #ifdef I8B_X86
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512bf16")
+#pragma GCC target("avx512f,avx512bw,avx512bf16,f16c")
 #endif
 namespace {
 
@@ -44,7 +44,7 @@ inline __m512bh widen32(const int8_t* p, __m512 scale, __m512 offset) {
 /* NR weight rows n.. times MB rows of x. (Widening a row once into L1 for all 8-row blocks of x
  * was tried for 32 rows: no faster; the horizontal sums at the end of each block cost more.) */
 template <int MB, int NR, bool GROUPED>
-void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, const float* Z, int64_t group,
+void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const f16* S, const f16* Z, int64_t group,
                 const float* bias, float* y, int64_t ldy, int64_t n) {
   const int64_t ng = K / group;
   __m512 acc[NR][MB];
@@ -54,8 +54,8 @@ void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, c
     __m512 sv[NR], zv[NR];
     for (int r = 0; r < NR; ++r) {
       const int64_t gi = (n + r) * ng + g0 / group;
-      sv[r] = _mm512_set1_ps(GROUPED ? S[gi] : 1.0f);
-      zv[r] = _mm512_set1_ps(GROUPED && Z ? Z[gi] : 0.0f);
+      sv[r] = _mm512_set1_ps(GROUPED ? _cvtsh_ss(S[gi]) : 1.0f);
+      zv[r] = _mm512_set1_ps(GROUPED && Z ? _cvtsh_ss(Z[gi]) : 0.0f);
     }
     for (int64_t k = g0; k < g0 + group; k += 32) {
       __m512bh w[NR];
@@ -71,14 +71,14 @@ void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const float* S, c
     }
   }
   for (int r = 0; r < NR; ++r) {
-    const float s = GROUPED ? 1.0f : S[n + r];
+    const float s = GROUPED ? 1.0f : _cvtsh_ss(S[n + r]);
     const float b = bias ? bias[n + r] : 0.0f;
     for (int j = 0; j < MB; ++j) y[j * ldy + n + r] = _mm512_reduce_add_ps(acc[r][j]) * s + b;
   }
 }
 
 template <int NR, bool GROUPED>
-void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z,
+void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z,
                   int64_t group, const float* bias, float* y, int64_t ldy, int64_t n) {
   for_row_blocks<8>(M, [&](auto mb, int64_t m0) {
     block_bf16<decltype(mb)::value, NR, GROUPED>(x + m0 * K, K, W, S, Z, group, bias, y + m0 * ldy, ldy, n);
@@ -86,7 +86,7 @@ void rows_of_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, cons
 }
 
 template <bool GROUPED>
-void rows_bf16_t(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z,
+void rows_bf16_t(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z,
                  int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   int64_t n = n_begin;
   if (M <= 2)  // as in int8_linear_cpu.cpp: four weight rows at a time for one or two rows of x
@@ -97,7 +97,7 @@ void rows_bf16_t(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const
 
 }  // namespace
 
-void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* S, const float* Z,
+void rows_bf16_avx512(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const f16* S, const f16* Z,
                       int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   if (group == K && Z == nullptr)
     rows_bf16_t<false>(x, M, K, W, S, Z, K, bias, y, ldy, n_begin, n_end);
@@ -121,7 +121,7 @@ bool rows_bf16_supported() {
 #endif
 }
 
-void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const float* scales, const float* offsets,
+void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const f16* scales, const f16* offsets,
                int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
 #ifdef I8B_X86
   rows_bf16_avx512(x, M, K, W, scales, offsets, group, bias, y, ldy, n_begin, n_end);

@@ -54,17 +54,20 @@ __device__ __forceinline__ void load16(const T* p, float* out) {
   }
 }
 
+/* A scale or offset: IEEE float16 bits, as stored (eager_core/ops/int8_linear.py). */
+__device__ __forceinline__ float half_bits(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(kThreads) i8_gemv(const T* __restrict__ x, const int8_t* __restrict__ w,
-                                                    const float* __restrict__ scales,
-                                                    const float* __restrict__ offsets, const T* __restrict__ bias,
+                                                    const uint16_t* __restrict__ scales,
+                                                    const uint16_t* __restrict__ offsets, const T* __restrict__ bias,
                                                     T* __restrict__ y, int M, int64_t N, int64_t K, int64_t group) {
   const int lane = threadIdx.x & 31;
   const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (n >= N) return;  // whole warps exit together: no shuffle below is left with missing lanes
   const int8_t* wr = w + n * K;
-  const float* sr = scales + n * (K / group);
-  const float* zr = offsets ? offsets + n * (K / group) : nullptr;  // weight = q * s + z (z = 0: q * s exactly)
+  const uint16_t* sr = scales + n * (K / group);
+  const uint16_t* zr = offsets ? offsets + n * (K / group) : nullptr;  // weight = q * s + z (z = 0: q * s exactly)
   float acc[I8_CUDA_MAX_ROWS];
 #pragma unroll
   for (int m = 0; m < I8_CUDA_MAX_ROWS; ++m) acc[m] = 0.0f;
@@ -72,7 +75,7 @@ __global__ void __launch_bounds__(kThreads) i8_gemv(const T* __restrict__ x, con
     for (int64_t k = int64_t(lane) * 16; k < K; k += 32 * 16) {
       const int4 q4 = __ldg(reinterpret_cast<const int4*>(wr + k));
       const int8_t* q = reinterpret_cast<const int8_t*>(&q4);
-      const float s = sr[k / group], z = zr ? zr[k / group] : 0.0f;
+      const float s = half_bits(sr[k / group]), z = zr ? half_bits(zr[k / group]) : 0.0f;
       float wf[16];
 #pragma unroll
       for (int i = 0; i < 16; ++i) wf[i] = fmaf(float(q[i]), s, z);
@@ -90,7 +93,7 @@ __global__ void __launch_bounds__(kThreads) i8_gemv(const T* __restrict__ x, con
     }
   } else {
     for (int64_t k = lane; k < K; k += 32) {
-      const float wv = fmaf(float(wr[k]), sr[k / group], zr ? zr[k / group] : 0.0f);
+      const float wv = fmaf(float(wr[k]), half_bits(sr[k / group]), zr ? half_bits(zr[k / group]) : 0.0f);
 #pragma unroll
       for (int m = 0; m < I8_CUDA_MAX_ROWS; ++m)
         if (m < M) acc[m] = fmaf(to_f(x[m * K + k]), wv, acc[m]);

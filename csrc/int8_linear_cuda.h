@@ -22,8 +22,8 @@ enum I8Dtype { I8_F32 = 0, I8_BF16 = 1, I8_F16 = 2 };
 typedef struct I8CudaArgs {
   const void* x;        /* [M, K], dtype */
   const int8_t* w;      /* [N, K] */
-  const float* scales;  /* [N, K / group] */
-  const float* offsets; /* [N, K / group] or NULL: weight = q * scale + offset */
+  const uint16_t* scales;  /* [N, K / group], IEEE float16 bits */
+  const uint16_t* offsets; /* like the scales, or NULL: weight = q * scale + offset */
   const void* bias;     /* [N], dtype, or NULL */
   void* y;              /* [M, N], dtype */
   int64_t M, N, K, group;

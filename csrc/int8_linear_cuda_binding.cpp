@@ -27,13 +27,13 @@ at::Tensor int8_linear_cuda(const at::Tensor& x_in, const at::Tensor& qweight, c
   TORCH_CHECK(qweight.scalar_type() == at::kChar && qweight.dim() == 2 && qweight.is_contiguous(),
               "int8_linear: qweight must be a contiguous int8 [N, K]");
   const int64_t N = qweight.size(0), K = qweight.size(1);
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.dim() == 2 && scales.is_contiguous() &&
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.is_contiguous() &&
                   scales.size(0) == N && scales.size(1) >= 1 && K % scales.size(1) == 0,
-              "int8_linear: scales must be a contiguous float32 [N, groups] with groups dividing K = ", K);
+              "int8_linear: scales must be a contiguous float16 [N, groups] with groups dividing K = ", K);
   if (offsets.has_value())
-    TORCH_CHECK(offsets->scalar_type() == at::kFloat && offsets->is_contiguous() &&
+    TORCH_CHECK(offsets->scalar_type() == at::kHalf && offsets->is_contiguous() &&
                     offsets->sizes() == scales.sizes() && offsets->device() == x_in.device(),
-                "int8_linear: offsets must be a contiguous float32 tensor shaped like the scales, on x's device");
+                "int8_linear: offsets must be a contiguous float16 tensor shaped like the scales, on x's device");
   TORCH_CHECK(x_in.dim() >= 1 && x_in.size(-1) == K, "int8_linear: x's last dimension must be ", K, ", got ",
               x_in.sizes());
   const at::Tensor x = x_in.reshape({-1, K}).contiguous();
@@ -52,8 +52,8 @@ at::Tensor int8_linear_cuda(const at::Tensor& x_in, const at::Tensor& qweight, c
   I8CudaArgs a;
   a.x = x.data_ptr();
   a.w = qweight.data_ptr<int8_t>();
-  a.scales = scales.data_ptr<float>();
-  a.offsets = offsets.has_value() ? offsets->data_ptr<float>() : nullptr;
+  a.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
+  a.offsets = offsets.has_value() ? reinterpret_cast<const uint16_t*>(offsets->data_ptr<at::Half>()) : nullptr;
   a.bias = bias.has_value() ? bias_c.data_ptr() : nullptr;
   a.y = y.data_ptr();
   a.M = M, a.N = N, a.K = K, a.group = K / scales.size(1);

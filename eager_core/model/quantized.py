@@ -1,7 +1,7 @@
 """How the model's linear weights are stored: float tensors, or weight-only int8 (``Int8Weight``).
 
 ``Transformer(..., quantization="int8")`` stores every linear weight (fused q/k/v, o, fused
-gate/up, down, and the LM head) as int8 with float32 scales per group of 32 along K and, where
+gate/up, down, and the LM head) as int8 with float16 scales per group of 32 along K and, where
 they halve the error, offsets (eager_core/ops/int8_linear.py). Embeddings, norms and biases stay in
 the model dtype: the embedding is a row lookup (one row per token, no bandwidth to save) and norms are vectors. The
 model's call sites do not change: ``ops.linear`` dispatches on the weight's type.
@@ -55,7 +55,10 @@ def prequantized(weights: dict[str, torch.Tensor], prefix: str, shape: tuple[int
     if z is not None and (not z.is_floating_point() or tuple(z.shape) != tuple(s.shape) or bad_group):
         raise CheckpointError(f"tensor {prefix + '.offsets'!r} is {z.dtype} {list(z.shape)}, expected float "
                               f"{list(s.shape)} (like the scales) with groups that are a multiple of 16")
-    return Int8Weight(q, s.to(torch.float32), None if z is None else z.to(torch.float32))
+    try:   # scales / offsets are stored as float16 (rounded if the checkpoint has another dtype)
+        return Int8Weight(q, s, z)
+    except ValueError as e:
+        raise CheckpointError(f"{prefix}: {e}") from None
 
 
 def quantize_checked(name: str, weight: torch.Tensor, group_size: int | None) -> Int8Weight:

@@ -4,7 +4,7 @@ entropy_gate            fused per-row entropy / top-k entropy / top-2 / branch d
 entropy_gate_reference  the same in plain PyTorch ops (fallback, benchmark baseline, test oracle)
 backend                 which implementation entropy_gate uses: "cuda", "cpp" or "torch"
 linear                  F.linear, or the compiled small-M CPU kernel for decode-sized float32 inputs
-Int8Weight              a weight-only int8 linear weight (int8 values, float32 scales per group)
+Int8Weight              a weight-only int8 linear weight (int8 values, float16 scales per group)
 quantize_int8           float weight -> Int8Weight (ops.int8_linear: the op, kernels or dequantize + F.linear)
 """
 

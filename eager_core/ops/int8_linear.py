@@ -1,16 +1,21 @@
 """Weight-only int8 linear layers: the weight holder, the quantizer, the op and its reference.
 
-``Int8Weight`` holds a linear weight as int8 values ``qweight [N, K]``, float32 ``scales
-[N, K / group_size]`` and optional float32 ``offsets`` of the same shape:
+``Int8Weight`` holds a linear weight as int8 values ``qweight [N, K]``, float16 ``scales
+[N, K / group_size]`` and optional float16 ``offsets`` of the same shape:
 weight[n, k] = qweight[n, k] * scales[n, g] + offsets[n, g], g = k // group_size (offset 0 without
-them). Two ways to fill a group of 32, both round to nearest (``quantize_int8``):
+them). Float16, as llama.cpp's Q8_0 stores its scales: 36 bytes per 32 weights instead of 40 (a
+decode step streams every weight, so 10% fewer bytes is ~10% less time), and q * scale is exact in
+float32 (8 + 11 significant bits), so the only rounding of a weight is the offset's addition, the
+same in every kernel and in ``dequantize``. Two ways to fill a group of 32, both round to nearest
+against the float16 scale and offset actually stored (``quantize_int8``):
 
 * symmetric, values in [-127, 127], scale max|w| / 127, no offset: llama.cpp's Q8_0, which loads
-  into this layout unchanged (its float16 scales widened exactly);
+  into this layout bit for bit;
 * asymmetric, values in [-128, 127] spanning the group's minimum to its maximum: 256 levels instead
-  of 255 over a range that is often narrower, for 4 more bytes per 32 weights. Weights that already
-  sit on a 4-bit grid of 16 levels (llama.cpp's Q4_1: the default checkpoint) land exactly on
-  it, since 255 = 15 x 17: the int8 model then computes what the float32 one does.
+  of 255 over a range that is often narrower, for 2 more bytes per 32 weights. A group that sits on
+  a grid of 16 levels (llama.cpp's Q4_1 and Q4_0: the default checkpoint) is stored on that grid
+  instead, scale = its step and offset = its minimum (both float16 in the GGUF, so exact), wherever
+  that reproduces every weight bit for bit: the int8 model then computes what the float32 one does.
 
 By default each matrix takes the asymmetric form only where it at least halves the squared error
 (``ASYMMETRIC_GAIN``): on the default model every decoder matrix does and the LM head (Q8_0 in the
@@ -53,15 +58,25 @@ CUDA_SMALL_M = 8
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _as_half(t: torch.Tensor, what: str) -> torch.Tensor:
+    """t as a contiguous float16 tensor; ValueError if a finite value overflows float16."""
+    h = t.to(torch.float16).contiguous()
+    if t.dtype != torch.float16 and bool((torch.isinf(h) & torch.isfinite(t)).any()):
+        raise ValueError(f"Int8Weight: {what} beyond float16's range (|value| > 65504); the weight is too "
+                         "large for int8 with float16 scales")
+    return h
+
+
 @dataclass(eq=False)
 class Int8Weight:
-    """A linear weight [N, K] as int8 values, float32 scales per group of ``group_size`` along K and,
-    for asymmetric groups, float32 offsets shaped like the scales (the group size then a multiple of
-    16, as the kernels' grouped layout needs)."""
+    """A linear weight [N, K] as int8 values, float16 scales per group of ``group_size`` along K and,
+    for asymmetric groups, float16 offsets shaped like the scales (the group size then a multiple of
+    16, as the kernels' grouped layout needs). Scales or offsets given in another float dtype are
+    rounded to float16 (ValueError if one is beyond float16's range, 65504)."""
 
     qweight: torch.Tensor                   # int8 [N, K], contiguous
-    scales: torch.Tensor                    # float32 [N, K // group_size], contiguous
-    offsets: torch.Tensor | None = None     # float32 like scales, or None (symmetric: offset 0)
+    scales: torch.Tensor                    # float16 [N, K // group_size], contiguous
+    offsets: torch.Tensor | None = None     # float16 like scales, or None (symmetric: offset 0)
 
     def __post_init__(self) -> None:
         q, s, z = self.qweight, self.scales, self.offsets
@@ -77,9 +92,9 @@ class Int8Weight:
             if (q.shape[1] // s.shape[1]) % 16:
                 raise ValueError(f"Int8Weight: offsets need a group size that is a multiple of 16, got "
                                  f"{q.shape[1] // s.shape[1]}")
-            self.offsets = z.to(torch.float32).contiguous()
+            self.offsets = _as_half(z, "offsets")
         self.qweight = q.contiguous()
-        self.scales = s.to(torch.float32).contiguous()
+        self.scales = _as_half(s, "scales")
 
     @property
     def shape(self) -> torch.Size:
@@ -96,7 +111,7 @@ class Int8Weight:
     @property
     def nbytes(self) -> int:
         """Bytes a matmul reads: the int8 values, their scales and offsets."""
-        extra = 0 if self.offsets is None else self.offsets.numel() * 4
+        extra = 0 if self.offsets is None else self.offsets.numel() * self.offsets.element_size()
         return self.qweight.numel() + self.scales.numel() * self.scales.element_size() + extra
 
     @functools.cached_property
@@ -107,7 +122,8 @@ class Int8Weight:
         return self.qweight, self.scales, offsets
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The float weight [N, K]: q * s (+ z) formed in float32 (float64 if asked), then cast once."""
+        """The float weight [N, K]: q * s (+ z) formed in float32 (float64 if asked), then cast once.
+        q * s is exact in float32, so this is what the kernels' fma(q, s, z) computes, bit for bit."""
         n, k = self.qweight.shape
         work = torch.float64 if dtype == torch.float64 else torch.float32
         q = self.qweight.view(n, -1, self.group_size).to(work)
@@ -132,22 +148,52 @@ class Int8Weight:
         return Int8Weight(torch.cat([p.qweight for p in parts]), torch.cat([p.scales for p in parts]), offsets)
 
 
+# The smallest positive float16 (a subnormal): the floor of a stored scale, so that a group of tiny
+# but nonzero weights never gets scale 0.
+_HALF_TINY = 2.0 ** -24
+_HALF_MAX = 65504.0
+
+
+def _half(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to float16 (to nearest even), kept in float32 for the arithmetic that follows."""
+    return t.to(torch.float16).to(torch.float32)
+
+
 def _symmetric(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 values, scales) of float32 groups w [n, groups, g]: scale max|w| / 127 (1 if all zero)."""
+    """(int8 values, scales) of float32 groups w [n, groups, g]: scale max|w| / 127 rounded to float16
+    (1 if all zero), values rounded against that stored scale."""
     amax = w.abs().amax(dim=-1)
-    scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    scales = _half(torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))).clamp_min_(_HALF_TINY)
     return torch.round(w / scales[..., None]).clamp_(-127, 127).to(torch.int8), scales
 
 
 def _asymmetric(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(int8 values, scales, offsets) of float32 groups w [n, groups, g]: the minimum at -128, the
-    maximum at 127 (a constant group: scale 1, offset its value)."""
+    """(int8 values, scales, offsets) of float32 groups w [n, groups, g], per group the better of:
+
+    * a 16-level grid: scale (max - min) / 15, offset the minimum, values 0..15, taken where it
+      reproduces every weight exactly (a 4-bit format's group: Q4_1's d * q + m, Q4_0's d * (q - 8),
+      whose d and m are float16, so they survive the rounding below);
+    * 256 levels: offset min + 128 (max - min) / 255 rounded to float16, then the smallest scale
+      that keeps the minimum at -128 and the maximum at 127 around that rounded offset: about
+      (max - min) / 255, a little more for a narrow group far from zero, whose offset float16
+      cannot place to within a step (a constant group: scale 1, offset its value).
+
+    Scales and offsets are rounded to float16 first, and the values rounded against them.
+    """
     lo, hi = w.amin(dim=-1), w.amax(dim=-1)
     spread = hi - lo
-    scales = torch.where(spread > 0, spread / 255.0, torch.ones_like(spread))
-    offsets = torch.where(spread > 0, lo + 128.0 * scales, lo)
-    q = torch.round((w - offsets[..., None]) / scales[..., None]).clamp_(-128, 127).to(torch.int8)
-    return q, scales, offsets
+    flat = spread > 0
+    offsets = _half(torch.where(flat, lo + spread * (128.0 / 255.0), lo))
+    need = torch.maximum((hi - offsets) / 127.0, (offsets - lo) / 128.0)
+    scales = _half(torch.where(flat, need, torch.ones_like(spread))).clamp_min_(_HALF_TINY)
+    q = torch.round((w - offsets[..., None]) / scales[..., None]).clamp_(-128, 127)
+    grid_s = _half(torch.where(flat, spread / 15.0, torch.ones_like(spread))).clamp_min_(_HALF_TINY)
+    grid_z = _half(lo)
+    grid_q = torch.round((w - grid_z[..., None]) / grid_s[..., None]).clamp_(-128, 127)
+    # q * s is exact in float32 (8 + 11 significant bits): one rounding, as in every kernel.
+    on_grid = flat & (grid_q * grid_s[..., None] + grid_z[..., None] == w).all(dim=-1)
+    q = torch.where(on_grid[..., None], grid_q, q).to(torch.int8)
+    return q, torch.where(on_grid, grid_s, scales), torch.where(on_grid, grid_z, offsets)
 
 
 # Rows quantized at a time: bounds the float temporaries (an LM head is 28 M weights) to ~4 MB each.
@@ -159,13 +205,15 @@ def quantize_int8(weight: torch.Tensor, group_size: int | None = DEFAULT_GROUP_S
     """Round-to-nearest int8 of a float weight [N, K], per group of ``group_size`` weights of a row
     (one group per row if None, or if K is not a multiple of it).
 
-    Symmetric: scale = max|w| / 127, so the largest weight maps to +-127 exactly (an all-zero group
-    gets scale 1). Asymmetric: scale = (max - min) / 255 and offset = min + 128 * scale, so the
-    minimum maps to -128 and the maximum to 127 (a constant group: scale 1, offset its value); only
-    for groups that are a multiple of 16. ``asymmetric=None`` picks per matrix: asymmetric where its
-    squared error is at most 1 / ASYMMETRIC_GAIN of the symmetric one's (read at call time).
-    Computed in float32 from the weight as given (quantize before any cast to a smaller model
-    dtype), a block of rows at a time. Raises ValueError for a non-finite weight.
+    Symmetric: scale = max|w| / 127, so the largest weight maps to +-127 (an all-zero group gets
+    scale 1). Asymmetric: scale = (max - min) / 255 and offset = min + 128 * scale, so the minimum
+    maps to -128 and the maximum to 127 (a constant group: scale 1, offset its value), or a group's
+    own 16-level grid where that is exact (``_asymmetric``); only for groups that are a multiple of
+    16. Scales and offsets are stored in float16 and the values rounded against the stored ones.
+    ``asymmetric=None`` picks per matrix: asymmetric where its squared error is at most
+    1 / ASYMMETRIC_GAIN of the symmetric one's (read at call time). Computed in float32 from the
+    weight as given (quantize before any cast to a smaller model dtype), a block of rows at a time.
+    Raises ValueError for a non-finite weight or one beyond float16's range.
     """
     if weight.dim() != 2 or not weight.is_floating_point():
         raise ValueError(f"quantize_int8: expected a 2-D floating-point weight, got {weight.dtype} {list(weight.shape)}")
@@ -179,6 +227,9 @@ def quantize_int8(weight: torch.Tensor, group_size: int | None = DEFAULT_GROUP_S
         w = weight[r0:r0 + rows].to(torch.float32).reshape(-1, k // g, g)
         if not torch.isfinite(w).all():
             raise ValueError("quantize_int8: the weight has NaN or infinite values")
+        if w.numel() and float(w.abs().amax()) > _HALF_MAX:
+            raise ValueError(f"quantize_int8: weights up to {float(w.abs().amax()):.3g} in magnitude are beyond "
+                             f"float16's range ({_HALF_MAX:g}), which int8's scales and offsets use")
         for form in forms:
             got = _asymmetric(w) if form else _symmetric(w)
             parts[form].append(got)

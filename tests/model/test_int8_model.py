@@ -120,6 +120,18 @@ def test_prequantized_tensors_load_as_they_are(tiny_ckpt_factory, tmp_path):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_prequantized_scales_beyond_float16_are_a_checkpoint_error(tiny_ckpt_factory, tmp_path):
+    """Scales are held in float16 (eager_core/ops/int8_linear.py): a stored float32 scale beyond its
+    range is refused, naming the tensor, instead of becoming inf."""
+    name = "model.layers.0.mlp.down_proj"
+    _prequantize(tiny_ckpt_factory("llama"), tmp_path / "q", [name])
+    sd = load_file(str(tmp_path / "q" / "model.safetensors"))
+    sd[name + ".scales"] = torch.full_like(sd[name + ".scales"], 1e6, dtype=torch.float32)
+    save_file(sd, str(tmp_path / "q" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=name + ".*float16"):
+        LLM(str(tmp_path / "q"), quantization="int8", num_kv_blocks=16)
+
+
 def _onto_q4_1_grid(w: torch.Tensor) -> torch.Tensor:
     """w as llama.cpp's Q4_1 stores it: per 32 weights of a row, d * q + m with q in 0..15, d and m
     float16 (what the default checkpoint's weights are, dequantized)."""
