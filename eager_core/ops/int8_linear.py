@@ -4,7 +4,7 @@
 [N, K / group_size]`` and optional float16 ``offsets`` of the same shape:
 weight[n, k] = qweight[n, k] * scales[n, g] + offsets[n, g], g = k // group_size (offset 0 without
 them). Float16, as llama.cpp's Q8_0 stores its scales: 36 bytes per 32 weights instead of 40 (a
-decode step streams every weight, so 10% fewer bytes is ~10% less time), and q * scale is exact in
+decode step streams every weight: 3-7% faster one-sequence decode, measured), and q * scale is exact in
 float32 (8 + 11 significant bits), so the only rounding of a weight is the offset's addition, the
 same in every kernel and in ``dequantize``. Two ways to fill a group of 32, both round to nearest
 against the float16 scale and offset actually stored (``quantize_int8``):
@@ -182,16 +182,16 @@ def _asymmetric(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     """
     lo, hi = w.amin(dim=-1), w.amax(dim=-1)
     spread = hi - lo
-    flat = spread > 0
-    offsets = _half(torch.where(flat, lo + spread * (128.0 / 255.0), lo))
-    need = torch.maximum((hi - offsets) / 127.0, (offsets - lo) / 128.0)
-    scales = _half(torch.where(flat, need, torch.ones_like(spread))).clamp_min_(_HALF_TINY)
+    varies = spread > 0
+    offsets = _half(torch.where(varies, lo + spread * (128.0 / 255.0), lo))
+    need = torch.maximum((hi - offsets) / 127.0, (offsets - lo) / 128.0)   # both ends fit, wherever the offset fell
+    scales = _half(torch.where(varies, need, torch.ones_like(spread))).clamp_min_(_HALF_TINY)
     q = torch.round((w - offsets[..., None]) / scales[..., None]).clamp_(-128, 127)
-    grid_s = _half(torch.where(flat, spread / 15.0, torch.ones_like(spread))).clamp_min_(_HALF_TINY)
+    grid_s = _half(torch.where(varies, spread / 15.0, torch.ones_like(spread))).clamp_min_(_HALF_TINY)
     grid_z = _half(lo)
     grid_q = torch.round((w - grid_z[..., None]) / grid_s[..., None]).clamp_(-128, 127)
     # q * s is exact in float32 (8 + 11 significant bits): one rounding, as in every kernel.
-    on_grid = flat & (grid_q * grid_s[..., None] + grid_z[..., None] == w).all(dim=-1)
+    on_grid = varies & (grid_q * grid_s[..., None] + grid_z[..., None] == w).all(dim=-1)
     q = torch.where(on_grid[..., None], grid_q, q).to(torch.int8)
     return q, torch.where(on_grid, grid_s, scales), torch.where(on_grid, grid_z, offsets)
 
@@ -216,7 +216,8 @@ def quantize_int8(weight: torch.Tensor, group_size: int | None = DEFAULT_GROUP_S
     Raises ValueError for a non-finite weight or one beyond float16's range.
     """
     if weight.dim() != 2 or not weight.is_floating_point():
-        raise ValueError(f"quantize_int8: expected a 2-D floating-point weight, got {weight.dtype} {list(weight.shape)}")
+        raise ValueError(f"quantize_int8: expected a 2-D floating-point weight, got {weight.dtype} "
+                         f"{list(weight.shape)}")
     n, k = weight.shape
     g = k if group_size is None or k % group_size else group_size
     forms = [False] if asymmetric is False or g % 16 else [True] if asymmetric else [False, True]
