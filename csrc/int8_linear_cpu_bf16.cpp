@@ -30,6 +30,7 @@ namespace int8_linear {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512bf16,f16c")
 #endif
+#include "avx512_sums.h"  // inside the AVX-512 region: its functions take that target
 namespace {
 
 /* 32 weights of a row as bfloat16: widened, scaled (grouped layout), rounded to nearest even. */
@@ -70,10 +71,12 @@ void block_bf16(const uint16_t* x, int64_t K, const int8_t* W, const f16* S, con
       }
     }
   }
+  float sums[NR * MB];  // acc[r][j] summed into sums[r * MB + j], 16 at a time
+  for (int i = 0; i < NR * MB; i += 16) horizontal_sums(&acc[0][0] + i, NR * MB - i < 16 ? NR * MB - i : 16, sums + i);
   for (int r = 0; r < NR; ++r) {
     const float s = GROUPED ? 1.0f : _cvtsh_ss(S[n + r]);
     const float b = bias ? bias[n + r] : 0.0f;
-    for (int j = 0; j < MB; ++j) y[j * ldy + n + r] = _mm512_reduce_add_ps(acc[r][j]) * s + b;
+    for (int j = 0; j < MB; ++j) y[j * ldy + n + r] = sums[r * MB + j] * s + b;
   }
 }
 

@@ -41,17 +41,6 @@ struct RowWalk {
   }
 };
 
-/* The four horizontal sums of a, b, c, d in lanes 0..3 of the result (a tree of adds over
- * interleaved halves: 7 shuffles and 6 adds instead of 4 x 8 operations). */
-static inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  // Per 128-bit lane: ab = a0+a2, b0+b2, a1+a3, b1+b3; then abcd = the four sums of that lane.
-  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
-  const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
-  return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-}
-
 /* Pass 2 for query heads [g0, g0 + GN) of a task: out_g = sum_p w_g,p v_p, accumulated in registers. */
 template <int NV, bool BF16, int GN>
 static inline void weighted_values(const Args& a, const int64_t* table, int64_t ctx, int64_t kv_off,

@@ -23,6 +23,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 #endif
 #ifdef PA_X86
+#include "avx512_sums.h"  // inside the AVX-512 region: its functions take that target
 namespace eager_core { namespace paged_attention { namespace isa_v4 {
 #include "paged_attention_body.h"
 #include "paged_attention_avx512.h"

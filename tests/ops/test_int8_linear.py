@@ -176,7 +176,7 @@ def test_int8_weight_with_offsets():
 
 # --- the op -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("M", [1, 2, 3, 8, 9, 17, 33, 64])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 33, 64])   # every block of x rows: 1..8
 @pytest.mark.parametrize("N,K,group", [(1, 1, None), (3, 5, None), (7, 16, None), (33, 17, None), (130, 576, 32),
                                        (130, 576, None), (1001, 64, 32), (9, 96, 16), (64, 1536, 32)])
 @pytest.mark.parametrize("with_bias", [False, True])
