@@ -31,7 +31,7 @@ static inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 }
 
 /* out[i] = the sum of v[i]'s 16 lanes, for i < n (1 <= n <= 16). */
-static inline void horizontal_sums(const __m512* v, int n, float* out) {
+static inline void horizontal_sums16(const __m512* v, int n, float* out) {
   const __m512 zero = _mm512_setzero_ps();
   auto at = [&](int i) { return i < n ? v[i] : zero; };
   if (n <= 4) {
@@ -51,6 +51,11 @@ static inline void horizontal_sums(const __m512* v, int n, float* out) {
                                    _mm512_shuffle_f32x4(quad[2], quad[3], 0xDD));
   const __m512 all = _mm512_add_ps(_mm512_shuffle_f32x4(g01, g23, 0x88), _mm512_shuffle_f32x4(g01, g23, 0xDD));
   _mm512_mask_storeu_ps(out, static_cast<__mmask16>((1u << n) - 1u), all);
+}
+
+/* out[i] = the sum of v[i]'s 16 lanes, for i < n (any n >= 0), 16 vectors per tree. */
+static inline void horizontal_sums(const __m512* v, int n, float* out) {
+  for (int i = 0; i < n; i += 16) horizontal_sums16(v + i, n - i < 16 ? n - i : 16, out + i);
 }
 
 #endif

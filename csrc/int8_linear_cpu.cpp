@@ -105,8 +105,8 @@ void block512(const float* x, int64_t K, const int8_t* W, const f16* S, const f1
       for (int r = 0; r < NR; ++r) acc[r][j] = _mm512_fmadd_ps(xv, w[r], acc[r][j]);
     }
   }
-  float sums[NR * MB];  // acc[r][j] summed into sums[r * MB + j], 16 at a time
-  for (int i = 0; i < NR * MB; i += 16) horizontal_sums(&acc[0][0] + i, NR * MB - i < 16 ? NR * MB - i : 16, sums + i);
+  float sums[NR * MB];  // acc[r][j] summed into sums[r * MB + j]
+  horizontal_sums(&acc[0][0], NR * MB, sums);
   for (int r = 0; r < NR; ++r) {
     const float s = GROUPED ? 1.0f : _cvtsh_ss(S[n + r]);
     const float b = bias ? bias[n + r] : 0.0f;
