@@ -71,7 +71,15 @@ struct Layout {
   }
 };
 
-/* Columns [n0, n1) of x @ W^T into y32 (float32, row stride ldy) for an int8 weight. */
+/* Whether an int8 weight's kernel reads x [., K] as it is: float32 always, bfloat16 where rows_bf16
+ * applies; otherwise x is widened to float32 first (widened below). */
+template <typename T>
+bool int8_reads_x(int64_t K, const Weight& W) {
+  return std::is_same_v<T, float> || int8_linear::rows_bf16_applies(K, K / W.scales->size(1));
+}
+
+/* Columns [n0, n1) of x @ W^T into y32 (float32, row stride ldy) for an int8 weight; x32 is x
+ * widened to float32 when the kernel cannot read x (int8_reads_x), else empty. */
 template <typename T>
 void int8_columns(const T* x, const std::vector<float>& x32, int64_t M, int64_t K, const Weight& W, float* y32,
                   int64_t ldy, int64_t n0, int64_t n1) {
@@ -81,19 +89,20 @@ void int8_columns(const T* x, const std::vector<float>& x32, int64_t M, int64_t 
   if constexpr (std::is_same_v<T, float>) {
     int8_linear::rows(x, M, K, q, sc, z, group, nullptr, y32, ldy, n0, n1);
   } else {
-    if (int8_linear::rows_bf16_supported() && K % 32 == 0 && (group == K || group % 32 == 0))
+    if (x32.empty())
       int8_linear::rows_bf16(reinterpret_cast<const uint16_t*>(x), M, K, q, sc, z, group, nullptr, y32, ldy, n0, n1);
     else
       int8_linear::rows(x32.data(), M, K, q, sc, z, group, nullptr, y32, ldy, n0, n1);
   }
 }
 
+/* x [M, K] as float32 for an int8 weight's kernel, or empty where it reads x as it is. */
 template <typename T>
-std::vector<float> widened(const T* x, int64_t n) {
+std::vector<float> widened(const T* x, int64_t M, int64_t K, const Weight& W) {
   std::vector<float> out;
-  if constexpr (!std::is_same_v<T, float>) {
-    out.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(x[i]);
+  if (!int8_reads_x<T>(K, W)) {
+    out.resize(static_cast<size_t>(M * K));
+    for (int64_t i = 0; i < M * K; ++i) out[i] = static_cast<float>(x[i]);
   }
   return out;
 }
@@ -102,7 +111,7 @@ template <typename T>
 void linear(const T* x, int64_t M, int64_t K, const Weight& W, T* y) {
   const int64_t N = W.rows();
   if (W.scales != nullptr) {
-    const std::vector<float> x32 = widened(x, M * K);
+    const std::vector<float> x32 = widened(x, M, K, W);
     std::vector<float> y32(static_cast<size_t>(M * N));
     at::parallel_for(0, N, small_linear::column_grain(K), [&](int64_t n0, int64_t n1) {
       int8_columns(x, x32, M, K, W, y32.data(), N, n0, n1);
@@ -128,7 +137,7 @@ template <typename T>
 void swiglu(const T* h, int64_t M, int64_t K, const Weight& W, T* gu, T* act) {
   const int64_t N = W.rows(), I = N / 2;
   if (W.scales != nullptr) {
-    const std::vector<float> x32 = widened(h, M * K);
+    const std::vector<float> x32 = widened(h, M, K, W);
     std::vector<float> g32(static_cast<size_t>(M * N));
     at::parallel_for(0, I, small_linear::column_grain(K), [&](int64_t n0, int64_t n1) {
       int8_columns(h, x32, M, K, W, g32.data(), N, n0, n1);

@@ -78,6 +78,11 @@ const char* isa_name();
  * of rows() at 8+ rows. Needs rows_bf16_supported(), K % 32 == 0, and group == K or group % 32 == 0;
  * y is float32. */
 bool rows_bf16_supported();
+/* Whether rows_bf16 takes a bfloat16 x against this weight: the CPU, K and the group allow it. Every
+ * caller picks between rows_bf16 and widening x to float32 for rows() by this one rule. */
+inline bool rows_bf16_applies(int64_t K, int64_t group) {
+  return rows_bf16_supported() && K % 32 == 0 && (group == K || group % 32 == 0);
+}
 void rows_bf16(const uint16_t* x, int64_t M, int64_t K, const int8_t* W, const f16* scales, const f16* offsets,
                int64_t group, const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end);
 

@@ -84,8 +84,7 @@ Operands prepare(const char* op, const at::Tensor& x_in, const at::Tensor& qweig
     o.bias = bias->contiguous();
     TORCH_CHECK(o.bias.scalar_type() == o.st && o.bias.numel() == o.N, op, ": bias must be ", o.st, " [", o.N, "]");
   }
-  o.dot_bf16 = o.st == at::kBFloat16 && int8_linear::rows_bf16_supported() && o.K % 32 == 0 &&
-               (o.group == o.K || o.group % 32 == 0);
+  o.dot_bf16 = o.st == at::kBFloat16 && int8_linear::rows_bf16_applies(o.K, o.group);
   if (o.st != at::kFloat && o.M > 0) {
     if (!o.dot_bf16) o.xw = widen(o.x);
     if (bias.has_value()) o.bw = widen(o.bias);
