@@ -56,18 +56,19 @@ def entropy_gate_reference(
         top_vals = torch.topk(shifted, top_k, dim=-1).values
         hk, _ = _entropy_of(top_vals)
 
+    # Ranks come from the logits themselves: x - max rounds, so two logits a few ulps apart can
+    # become equal shifted values and swap places (a randomized test found one, 3 ulps apart).
     n2 = min(2, vocab)
-    vals2, ids2 = torch.topk(shifted, n2, dim=-1)
-    logp2 = vals2 - log_s.unsqueeze(-1)
+    ids2 = torch.topk(x, n2, dim=-1).indices
+    logp2 = shifted.gather(-1, ids2) - log_s.unsqueeze(-1)
     if n2 == 1:
         ids2 = torch.cat([ids2, torch.full_like(ids2, -1)], dim=-1)
         logp2 = torch.cat([logp2, torch.full_like(logp2, float("-inf"))], dim=-1)
 
     # The returned list: a stable sort puts equal logits in id order, as the kernels do.
     r = min(return_topk, vocab)
-    sorted_vals, sorted_ids = torch.sort(shifted, dim=-1, descending=True, stable=True)
-    topk_ids = sorted_ids[:, :r]
-    topk_logp = sorted_vals[:, :r] - log_s.unsqueeze(-1)
+    topk_ids = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :r]
+    topk_logp = shifted.gather(-1, topk_ids) - log_s.unsqueeze(-1)
     if r < return_topk:
         pad = return_topk - r
         topk_ids = torch.cat([topk_ids, torch.full((n_rows, pad), -1, dtype=topk_ids.dtype, device=x.device)], -1)
